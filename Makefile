@@ -1,0 +1,52 @@
+# medhub: the two commands (make run, make test) and the benchmarks (make bench).
+# Every target sets itself up: .venv is created or updated only when pyproject.toml
+# or constraints.txt changed since the last time.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck pytest bench clean services
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.stamp-run: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e '.[dev,redis,postgresql]'
+	touch $(VENV)/.stamp-run $@
+
+## make run: set up, migrate, and serve on $(HOST):$(PORT) (SQLite under ./var, in-memory broker)
+run: $(VENV)/.stamp-run
+	$(BIN)/medhub migrate
+	$(BIN)/medhub serve --host $(HOST) --port $(PORT)
+
+## make test: set up, start the real services the suite needs, lint, type-check, run everything
+test: $(VENV)/.stamp-dev services lint typecheck pytest
+
+services:
+	@sh .ci/services.sh
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check protocol server media clients loadtests tests
+	$(BIN)/ruff format --check protocol server media clients loadtests tests
+
+typecheck: $(VENV)/.stamp-dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.stamp-dev
+	$(BIN)/pytest
+
+## make bench: the benchmarks, written to docs/benchmarks.md
+bench: $(VENV)/.stamp-dev
+	$(BIN)/python -m loadtests.bench --write docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

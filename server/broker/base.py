@@ -1,0 +1,144 @@
+"""The broker interface: what capabilities share across hub processes.
+
+Capabilities (presence, chat, calls, eeg) and security counters talk to other
+nodes only through this interface; they never know whether it is the in-memory
+implementation (one process) or Redis (several). Both pass the same conformance
+suite in ``tests/broker/``.
+
+Four services:
+
+- **pub/sub** by topic: ``publish(topic, payload)`` delivers ``payload`` to every
+  subscription of ``topic`` on every node, in publish order per publisher and
+  topic. Delivery is at-most-once; durable traffic (chat) is persisted by its
+  store first and the event only tells nodes to look.
+- **presence registry**: per-key sets of members with an expiry, refreshed by
+  their node. Readers never see expired members, so a dead node's users age out.
+- **ephemeral values**: small bytes values with an optional TTL, and an atomic
+  set-if-absent (used for single-use tickets and TOTP replay protection).
+- **atomic counters** with an optional TTL on creation (rate and lockout
+  counters that hold across nodes).
+
+Topic and key names are plain ASCII strings of at most 256 characters; payloads
+and values are bytes (msgpack, never pickle) of at most 1 MiB.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_NAME_LENGTH = 256
+MAX_PAYLOAD_BYTES = 1024 * 1024
+
+#: Called on the event loop for each message: (topic, payload). Must not block;
+#: a handler that raises is logged and counted, and the subscription continues.
+MessageHandler = Callable[[str, bytes], None]
+
+
+class BrokerError(Exception):
+    """The broker could not do what was asked (connection lost, invalid name)."""
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A handle returned by :meth:`Broker.subscribe`; pass it to ``unsubscribe``."""
+
+    topic: str
+    handler: MessageHandler
+
+
+class Broker(abc.ABC):
+    """Cross-node pub/sub, presence registry, ephemeral values and counters.
+
+    Call :meth:`start` before use and :meth:`close` at shutdown. All methods
+    raise :class:`BrokerError` when a name is invalid (empty, longer than
+    ``MAX_NAME_LENGTH``), a payload exceeds ``MAX_PAYLOAD_BYTES``, or the
+    backend is unreachable.
+    """
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect (and start listeners). Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Drop all subscriptions and disconnect. Idempotent."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """True when the backend answers (used by ``/readyz``)."""
+
+    # -- pub/sub -----------------------------------------------------------
+    @abc.abstractmethod
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Deliver ``payload`` to every current subscription of ``topic``."""
+
+    @abc.abstractmethod
+    async def subscribe(self, topic: str, handler: MessageHandler) -> Subscription:
+        """Call ``handler`` for each later message on ``topic`` until unsubscribed.
+
+        When this returns, the subscription is active: a message published
+        afterwards (from any node) reaches it.
+        """
+
+    @abc.abstractmethod
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop delivering to ``subscription``. Unknown handles are ignored."""
+
+    # -- presence registry -----------------------------------------------------
+    @abc.abstractmethod
+    async def presence_set(self, key: str, member: str, value: bytes, ttl_s: float) -> None:
+        """Add or refresh ``member`` under ``key`` with ``value``, expiring in ``ttl_s``."""
+
+    @abc.abstractmethod
+    async def presence_remove(self, key: str, member: str) -> None:
+        """Remove ``member`` from ``key`` now."""
+
+    @abc.abstractmethod
+    async def presence_get(self, key: str) -> dict[str, bytes]:
+        """The unexpired members of ``key`` with their values."""
+
+    # -- ephemeral values ------------------------------------------------------
+    @abc.abstractmethod
+    async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        """Store ``value`` under ``key``, replacing any, expiring after ``ttl_s``."""
+
+    @abc.abstractmethod
+    async def set_if_absent(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
+        """Atomically store ``value`` only when ``key`` is absent; True if stored."""
+
+    @abc.abstractmethod
+    async def get_value(self, key: str) -> bytes | None:
+        """The unexpired value of ``key``, or None."""
+
+    @abc.abstractmethod
+    async def pop_value(self, key: str) -> bytes | None:
+        """Atomically read and delete ``key`` (single-use tickets); None if absent."""
+
+    @abc.abstractmethod
+    async def delete_value(self, key: str) -> None:
+        """Delete ``key`` (value or counter) if present."""
+
+    # -- counters ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        """Atomically add ``amount`` and return the new value.
+
+        ``ttl_s`` applies when the counter is created by this call (a fixed
+        window); later increments keep the original expiry.
+        """
+
+
+def check_name(name: str) -> None:
+    """Raise :class:`BrokerError` unless ``name`` is a valid topic or key."""
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isascii():
+        raise BrokerError("invalid topic or key name")
+
+
+def check_payload(payload: bytes) -> None:
+    """Raise :class:`BrokerError` if ``payload`` is not bytes or is too large."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise BrokerError("payload must be bytes")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise BrokerError("payload too large")

@@ -1,0 +1,256 @@
+"""Settings: one object, built from defaults, an optional TOML file and ``MEDHUB_*``.
+
+Precedence (last wins): field default < TOML file < environment variable.
+Every field is documented in ``FIELD_DOCS`` with its unit; ``medhub config``
+prints the effective settings with secrets redacted.
+
+Environment variables are the field name upper-cased with the ``MEDHUB_`` prefix
+(``ws_handshake_timeout_s`` -> ``MEDHUB_WS_HANDSHAKE_TIMEOUT_S``). Lists are
+comma-separated. The TOML file is named by ``MEDHUB_CONFIG`` or ``--config``;
+its keys are the field names, at top level.
+
+Secrets (``secret_*``) that are left empty are generated once into
+``<data_dir>/secrets`` (mode 0600) by :func:`ensure_secrets`, with a warning:
+acceptable for the embedded single-node default, never for production.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "MEDHUB_"
+SECRET_FIELDS = ("secret_at_rest_key", "secret_totp_key", "secret_turn", "secret_audit_key")
+
+
+class ConfigError(Exception):
+    """A setting has a value of the wrong type or out of its range."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """The effective configuration. Build it with :func:`load_settings`."""
+
+    # -- process ---------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = "./var"
+    node_id: str = ""
+    log_level: str = "info"
+    log_json: bool = True
+    trusted_proxies: list[str] = []
+    allowed_origins: list[str] = ["http://127.0.0.1:8000", "http://localhost:8000"]
+
+    # -- stores and broker -------------------------------------------------
+    database_url: str = ""
+    db_pool_size: int = 5
+    broker: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # -- WebSocket limits ----------------------------------------------------
+    ws_handshake_timeout_s: float = 5.0
+    ws_heartbeat_interval_s: float = 25.0
+    ws_idle_timeout_s: float = 60.0
+    ws_max_frame_bytes: int = 65536
+    ws_hard_max_frame_bytes: int = 1048576
+    ws_send_queue_max_messages: int = 1024
+    ws_send_queue_max_bytes: int = 4194304
+    ws_rate_per_s: float = 50.0
+    ws_rate_burst: int = 200
+    ws_abuse_max_errors: int = 100
+    ws_abuse_window_s: float = 10.0
+    ws_max_connections: int = 20000
+    ws_max_connections_per_user: int = 10
+    shutdown_grace_s: float = 5.0
+    shutdown_retry_after_s: float = 2.0
+
+    # -- audit trail -----------------------------------------------------------
+    audit_queue_max: int = 100000
+    audit_batch_max: int = 1000
+    audit_flush_interval_ms: int = 50
+    audit_checkpoint_path: str = ""
+    audit_checkpoint_every: int = 1000
+    audit_retention_days: int = 400
+    audit_key_id: str = "k1"
+
+    # -- secrets (redacted in every output) ------------------------------------
+    secret_at_rest_key: str = ""
+    secret_totp_key: str = ""
+    secret_turn: str = ""
+    secret_audit_key: str = ""
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL; SQLite under ``data_dir`` when none is set."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir).resolve() / 'medhub.db'}"
+
+    @property
+    def effective_node_id(self) -> str:
+        """A node id unique among the hub processes sharing a broker."""
+        return self.node_id or f"{os.uname().nodename}-{os.getpid()}"
+
+    @property
+    def effective_checkpoint_path(self) -> Path:
+        """Where audit checkpoints are appended (outside the database)."""
+        if self.audit_checkpoint_path:
+            return Path(self.audit_checkpoint_path)
+        return Path(self.data_dir) / "audit.checkpoints"
+
+
+FIELD_DOCS: dict[str, str] = {
+    "host": "interface to bind (address)",
+    "port": "TCP port to bind",
+    "data_dir": "directory for the SQLite database, generated secrets, audit checkpoints",
+    "node_id": "this process's id among hub nodes (default: hostname-pid)",
+    "log_level": "debug | info | warning | error",
+    "log_json": "structured JSON log lines (true) or plain text (false)",
+    "trusted_proxies": "addresses whose X-Forwarded-For is believed (list of IPs)",
+    "allowed_origins": "WebSocket/browser Origin allow-list (list of origins); others get 403",
+    "database_url": "SQLAlchemy async URL (default: SQLite in data_dir)",
+    "db_pool_size": "database connections per process (connections)",
+    "broker": "memory | redis",
+    "redis_url": "Redis URL when broker = redis",
+    "ws_handshake_timeout_s": "seconds a new socket has to send a valid hello; then close 4001",
+    "ws_heartbeat_interval_s": "seconds between server pings on a quiet socket",
+    "ws_idle_timeout_s": "seconds without any inbound frame before close 4008",
+    "ws_max_frame_bytes": "bytes; a larger frame gets error too_large, socket survives",
+    "ws_hard_max_frame_bytes": "bytes; a larger frame closes the socket with 1009",
+    "ws_send_queue_max_messages": "messages queued to one socket; past it, slow-consumer policy",
+    "ws_send_queue_max_bytes": "bytes queued to one socket; past it, slow-consumer policy",
+    "ws_rate_per_s": "inbound frames per second per socket (token bucket refill)",
+    "ws_rate_burst": "inbound frames allowed in a burst per socket (bucket size)",
+    "ws_abuse_max_errors": "errors a socket may cause within ws_abuse_window_s; then close 4029",
+    "ws_abuse_window_s": "seconds over which ws_abuse_max_errors is counted",
+    "ws_max_connections": "sockets per process; past it new sockets get close 1013",
+    "ws_max_connections_per_user": "sockets per user per process; past it close 4030",
+    "shutdown_grace_s": "seconds to flush send queues on SIGTERM before closing",
+    "shutdown_retry_after_s": "seconds clients are told to wait before reconnecting",
+    "audit_queue_max": "audit entries waiting for the writer; past it writers wait",
+    "audit_batch_max": "audit entries written per transaction",
+    "audit_flush_interval_ms": "milliseconds the writer waits to fill a batch",
+    "audit_checkpoint_path": "append-only checkpoint file (default data_dir/audit.checkpoints)",
+    "audit_checkpoint_every": "audit entries between two checkpoints",
+    "audit_retention_days": "days audit entries are kept (never below 366)",
+    "audit_key_id": "id of the current audit HMAC key",
+    "secret_at_rest_key": "base64 32-byte AES-GCM master key (secret)",
+    "secret_totp_key": "base64 32-byte key encrypting TOTP secrets (secret)",
+    "secret_turn": "shared secret with the TURN server (secret)",
+    "secret_audit_key": "base64 32-byte HMAC key of the audit chain (secret)",
+}
+
+
+def _coerce_env(name: str, raw: str, annotation: Any) -> Any:
+    if annotation == list[str] or str(annotation) == "list[str]":
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def load_settings(
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from a TOML file, the environment and explicit overrides.
+
+    Raises :class:`ConfigError` for an unknown key in the file or a value of
+    the wrong type. Unknown ``MEDHUB_*`` variables are ignored except
+    ``MEDHUB_CONFIG``.
+    """
+    env = os.environ if environ is None else environ
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    values: dict[str, Any] = {}
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown keys in {path}: {', '.join(unknown)}")
+        values.update(data)
+    for name, info in fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce_env(name, raw, info.type)
+    if overrides:
+        values.update(overrides)
+    try:
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+    _check_ranges(settings)
+    return settings
+
+
+def _check_ranges(s: Settings) -> None:
+    positive = [name for name in FIELD_DOCS if name.startswith(("ws_", "audit_", "shutdown_"))]
+    for name in positive:
+        value = getattr(s, name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"{name} must be > 0 (got {value})")
+    if s.broker not in ("memory", "redis"):
+        raise ConfigError(f"broker must be memory or redis (got {s.broker!r})")
+    if s.ws_max_frame_bytes > s.ws_hard_max_frame_bytes:
+        raise ConfigError("ws_max_frame_bytes must not exceed ws_hard_max_frame_bytes")
+    if s.audit_retention_days < 366:
+        raise ConfigError("audit_retention_days must be at least 366 (one year, HDS)")
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """Fill empty secrets from ``<data_dir>/secrets``, generating that file once.
+
+    The file is created with mode 0600 and a warning is logged; a secret given
+    in the environment or TOML always wins. Returns the completed settings.
+    """
+    missing = [name for name in SECRET_FIELDS if not getattr(settings, name)]
+    if not missing:
+        return settings
+    path = Path(settings.data_dir) / "secrets"
+    stored: dict[str, str] = {}
+    if path.exists():
+        with open(path, "rb") as fh:
+            stored = {k: str(v) for k, v in tomllib.load(fh).items()}
+    fresh = [name for name in missing if name not in stored]
+    if fresh:
+        for name in fresh:
+            stored[name] = base64.b64encode(secrets.token_bytes(32)).decode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("# generated by medhub: keep private, back up with the database\n")
+            for name, value in sorted(stored.items()):
+                fh.write(f'{name} = "{value}"\n')
+        os.chmod(path, 0o600)
+        log.warning(
+            "generated secrets into a local file; set MEDHUB_SECRET_* in production",
+            extra={"path": str(path), "secrets": fresh},
+        )
+    return msgspec.structs.replace(settings, **{name: stored[name] for name in missing})
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as a plain dict with every secret replaced by ``"<redacted>"``."""
+    out: dict[str, Any] = msgspec.to_builtins(settings)
+    for name in SECRET_FIELDS:
+        out[name] = "<redacted>" if out[name] else ""
+    if "@" in out["redis_url"]:
+        scheme, _, rest = out["redis_url"].partition("://")
+        out["redis_url"] = f"{scheme}://<redacted>@{rest.rpartition('@')[2]}"
+    if "@" in out["database_url"]:
+        scheme, _, rest = out["database_url"].partition("://")
+        out["database_url"] = f"{scheme}://<redacted>@{rest.rpartition('@')[2]}"
+    return out
