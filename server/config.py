@@ -48,7 +48,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: str = "info"
     log_json: bool = True
     trusted_proxies: list[str] = []
-    allowed_origins: list[str] = ["http://127.0.0.1:8000", "http://localhost:8000"]
+    allowed_origins: list[str] = msgspec.field(
+        default_factory=lambda: ["http://127.0.0.1:8000", "http://localhost:8000"]
+    )
 
     # -- stores and broker -------------------------------------------------
     database_url: str = ""
@@ -68,6 +70,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ws_rate_burst: int = 200
     ws_abuse_max_errors: int = 100
     ws_abuse_window_s: float = 10.0
+    ws_max_pipelined_requests: int = 32
     ws_max_connections: int = 20000
     ws_max_connections_per_user: int = 10
     shutdown_grace_s: float = 5.0
@@ -81,6 +84,28 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     audit_checkpoint_every: int = 1000
     audit_retention_days: int = 400
     audit_key_id: str = "k1"
+
+    # -- accounts (server/accounts) --------------------------------------------
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_parallelism: int = 1
+    password_hash_threads: int = 2
+    password_hash_queue_max: int = 64
+    password_min_length: int = 12
+    password_max_length: int = 128
+    password_min_classes: int = 4
+    password_max_age_days: int = 365
+    session_idle_timeout_s: float = 1800.0
+    session_absolute_timeout_s: float = 43200.0
+    mfa_challenge_ttl_s: float = 300.0
+    reauth_window_s: float = 300.0
+    ws_ticket_ttl_s: float = 30.0
+    invitation_ttl_s: float = 604800.0
+    lockout_threshold: int = 5
+    lockout_schedule_s: list[int] = msgspec.field(default_factory=lambda: [60, 300, 900, 3600])
+    lockout_max_failures_per_hour: int = 100
+    lockout_ip_max_failures_per_hour: int = 300
+    totp_key_id: str = "t1"
 
     # -- secrets (redacted in every output) ------------------------------------
     secret_at_rest_key: str = ""
@@ -132,6 +157,8 @@ FIELD_DOCS: dict[str, str] = {
     "ws_rate_burst": "inbound frames allowed in a burst per socket (bucket size)",
     "ws_abuse_max_errors": "errors a socket may cause within ws_abuse_window_s; then close 4029",
     "ws_abuse_window_s": "seconds over which ws_abuse_max_errors is counted",
+    "ws_max_pipelined_requests": "replies one socket may await (e.g. chat.send commits); "
+    "past it the socket is not read until the oldest is answered",
     "ws_max_connections": "sockets per process; past it new sockets get close 1013",
     "ws_max_connections_per_user": "sockets per user per process; past it close 4030",
     "shutdown_grace_s": "seconds to flush send queues on SIGTERM before closing",
@@ -143,6 +170,26 @@ FIELD_DOCS: dict[str, str] = {
     "audit_checkpoint_every": "audit entries between two checkpoints",
     "audit_retention_days": "days audit entries are kept (never below 366)",
     "audit_key_id": "id of the current audit HMAC key",
+    "argon2_time_cost": "Argon2id passes (t); below 2 with 19456 KiB is refused (OWASP)",
+    "argon2_memory_kib": "Argon2id memory per hash (KiB); more is slower and stronger",
+    "argon2_parallelism": "Argon2id lanes (p)",
+    "password_hash_threads": "threads hashing passwords off the event loop (threads)",
+    "password_hash_queue_max": "hashes queued or running; past it logins get 503 unavailable",
+    "password_min_length": "characters a new password needs at least",
+    "password_max_length": "characters a new password may have at most (never truncated)",
+    "password_min_classes": "character classes (lower, upper, digit, other) a password needs",
+    "password_max_age_days": "days before a staff password expires (change forced at login)",
+    "session_idle_timeout_s": "seconds without use after which a session ends",
+    "session_absolute_timeout_s": "seconds after login after which a session ends",
+    "mfa_challenge_ttl_s": "seconds between the password step and the TOTP step",
+    "reauth_window_s": "seconds a re-authentication allows sensitive changes",
+    "ws_ticket_ttl_s": "seconds a single-use WebSocket ticket stays valid",
+    "invitation_ttl_s": "seconds an invitation link stays valid",
+    "lockout_threshold": "consecutive failures per account before each temporary lock",
+    "lockout_schedule_s": "lock durations in seconds, growing per lock (list); last repeats",
+    "lockout_max_failures_per_hour": "failures per account per hour; past it, locked",
+    "lockout_ip_max_failures_per_hour": "failures per source address per hour; past it, locked",
+    "totp_key_id": "key id of secret_totp_key (stored beside each encrypted TOTP secret)",
     "secret_at_rest_key": "base64 32-byte AES-GCM master key (secret)",
     "secret_totp_key": "base64 32-byte key encrypting TOTP secrets (secret)",
     "secret_turn": "shared secret with the TURN server (secret)",
@@ -151,7 +198,7 @@ FIELD_DOCS: dict[str, str] = {
 
 
 def _coerce_env(name: str, raw: str, annotation: Any) -> Any:
-    if annotation == list[str] or str(annotation) == "list[str]":
+    if annotation in (list[str], list[int]) or str(annotation) in ("list[str]", "list[int]"):
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
 
@@ -213,8 +260,11 @@ def _check_ranges(s: Settings) -> None:
 def ensure_secrets(settings: Settings) -> Settings:
     """Fill empty secrets from ``<data_dir>/secrets``, generating that file once.
 
-    The file is created with mode 0600 and a warning is logged; a secret given
-    in the environment or TOML always wins. Returns the completed settings.
+    The file is created with mode 0600; a secret given in the environment or
+    TOML always wins. Every start that takes a secret from the file logs a
+    warning (fine for the embedded default, never for production). Raises
+    :class:`ConfigError` when the file is readable by group or others.
+    Returns the completed settings.
     """
     missing = [name for name in SECRET_FIELDS if not getattr(settings, name)]
     if not missing:
@@ -222,6 +272,8 @@ def ensure_secrets(settings: Settings) -> Settings:
     path = Path(settings.data_dir) / "secrets"
     stored: dict[str, str] = {}
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            raise ConfigError(f"{path} must be readable by its owner only (chmod 600)")
         with open(path, "rb") as fh:
             stored = {k: str(v) for k, v in tomllib.load(fh).items()}
     fresh = [name for name in missing if name not in stored]
@@ -235,10 +287,10 @@ def ensure_secrets(settings: Settings) -> Settings:
             for name, value in sorted(stored.items()):
                 fh.write(f'{name} = "{value}"\n')
         os.chmod(path, 0o600)
-        log.warning(
-            "generated secrets into a local file; set MEDHUB_SECRET_* in production",
-            extra={"path": str(path), "secrets": fresh},
-        )
+    log.warning(
+        "secrets taken from a local file; set MEDHUB_SECRET_* in production",
+        extra={"path": str(path), "generated": fresh, "from_file": missing},
+    )
     return msgspec.structs.replace(settings, **{name: stored[name] for name in missing})
 
 

@@ -1,0 +1,392 @@
+"""The asyncio shell around one socket's :class:`~protocol.session.Session`.
+
+One :class:`Connection` per accepted WebSocket. Its :meth:`Connection.run`
+loop reads frames, feeds the session, and dispatches what the session
+delivers; requests from one socket are handled one at a time, in order.
+
+Sending never waits: :meth:`Connection.send` encodes and puts the frame in the
+bounded :class:`~server.sendqueue.SendQueue`, and one flush per loop step
+writes everything queued in one synchronous transport write (through the
+``medhub.raw`` extension of ``server/transport.py``). Only when the peer stops
+reading does a writer task wait on the ASGI send, so an idle socket costs no
+task and a busy one no task per frame. When a reliable
+frame does not fit, the socket is closed with ``slow_consumer`` (4009) and the
+client resumes from its sequence numbers: nothing acknowledged is lost, and
+other sockets never wait for this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from protocol.codec import Codec, Frame
+from protocol.errors import CloseCode, ErrorCode
+from protocol.messages import (
+    Error,
+    Hello,
+    Request,
+    RequestId,
+    Result,
+    ServerHeartbeat,
+    ServerMessage,
+)
+from protocol.session import SEND_HEARTBEAT, Close, Deliver, Reject, Session
+from server.auth import Principal
+from server.logs import context_id
+from server.router import Deferred, HandlerError, RequestContext
+from server.sendqueue import Delivery, PutResult, SendQueue
+from server.transport import RAW_EXTENSION, RawSocket
+
+if TYPE_CHECKING:
+    from server.hub import Hub
+
+log = logging.getLogger(__name__)
+
+#: Seconds we wait for a close frame to be written (a client that does not read
+#: blocks it) before abandoning the socket to the server, which closes TCP.
+CLOSE_WRITE_TIMEOUT_S = 10.0
+
+
+class Connection:
+    """One accepted socket: its session, send queue and identity."""
+
+    __slots__ = (
+        "_close_after_flush",
+        "_closing",
+        "_flush_pending",
+        "_low_water",
+        "_pending",
+        "_raw",
+        "_reader",
+        "_replier",
+        "_writer",
+        "client_address",
+        "codec",
+        "conn_id",
+        "hub",
+        "principal",
+        "queue",
+        "session",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        ws: WebSocket,
+        codec: Codec,
+        session: Session,
+        queue: SendQueue,
+        conn_id: str,
+        client_address: str | None,
+    ) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.codec = codec
+        self.session = session
+        self.queue = queue
+        self.conn_id = conn_id
+        self.client_address = client_address
+        self.principal: Principal | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closing: tuple[int, str] | None = None
+        self._close_after_flush = False
+        self._flush_pending = False
+        self._pending: deque[tuple[RequestId, str, float, ServerMessage | Deferred]] | None = None
+        self._replier: asyncio.Task[None] | None = None
+        raw = ws.scope.get("extensions", {}).get(RAW_EXTENSION)
+        self._raw: RawSocket | None = raw if isinstance(raw, RawSocket) else None
+        self._reader: asyncio.Task[Any] | None = None
+        self._low_water: asyncio.Event | None = None
+
+    # -- sending -------------------------------------------------------------------
+    def send(
+        self, message: ServerMessage, delivery: Delivery = Delivery.RELIABLE, key: str | None = None
+    ) -> bool:
+        """Encode ``message`` with this socket's codec and queue it.
+
+        Returns False when the frame was not queued (socket closing, lossy
+        drop, or overflow, which also starts a ``slow_consumer`` close).
+        """
+        label = type(message).__struct_config__.tag
+        return self.send_frame(self.codec.encode(message), str(label), delivery, key)
+
+    def send_frame(
+        self,
+        frame: Frame,
+        label: str,
+        delivery: Delivery = Delivery.RELIABLE,
+        key: str | None = None,
+    ) -> bool:
+        """Queue an already encoded ``frame`` (fan-out encodes once per codec).
+
+        ``label`` is the message type for metrics. See :meth:`send`.
+        """
+        if self._closing is not None:
+            return False
+        result = self.queue.put(frame, delivery, key)
+        metrics = self.hub.metrics
+        if result is PutResult.OVERFLOW:
+            metrics.queue_drops.labels(delivery.value).inc()
+            log.warning("slow consumer: closing", extra={"conn": self.conn_id})
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
+            return False
+        if result is PutResult.DROPPED:
+            metrics.queue_drops.labels(delivery.value).inc()
+            return False
+        if result is PutResult.COALESCED:
+            metrics.queue_drops.labels(delivery.value).inc()
+        metrics.count_out(label)
+        if self._writer is None and not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        """Write what is queued: in one synchronous batch when the socket can take it.
+
+        Runs once per loop step at most (scheduled by :meth:`send_frame`), so
+        every frame queued in the same step leaves in one transport write.
+        When the socket cannot take data now, a writer task waits for it.
+        """
+        self._flush_pending = False
+        if self._writer is not None:
+            return  # the writer task owns the socket until it catches up
+        queue, raw = self.queue, self._raw
+        if len(queue) and raw is not None and raw.writable():
+            frames = queue.pop_all()
+            if self.codec.binary:
+                raw.write(frames, text=False)  # type: ignore[arg-type]
+            else:
+                raw.write([f.encode() for f in frames], text=True)  # type: ignore[union-attr]
+            self.session.sent(time.monotonic())
+            if self._low_water is not None:
+                self._low_water.set()
+        if len(queue):
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        elif self._close_after_flush and self._closing is not None:
+            self._close_after_flush = False
+            asyncio.get_running_loop().create_task(self._send_close(*self._closing))
+
+    async def _write(self) -> None:
+        """Send through ASGI, which waits until the peer reads, then hand back."""
+        ws, queue, session, raw = self.ws, self.queue, self.session, self._raw
+        binary = self.codec.binary
+        try:
+            while (frame := queue.pop()) is not None:
+                if binary:
+                    await ws.send_bytes(frame)  # type: ignore[arg-type]
+                else:
+                    await ws.send_text(frame)  # type: ignore[arg-type]
+                session.sent(time.monotonic())
+                if self._low_water is not None and len(queue) * 4 <= queue.max_messages:
+                    self._low_water.set()
+                if raw is not None and raw.writable():
+                    break  # writable again: the synchronous path takes the rest
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            queue.clear()
+            return
+        finally:
+            self._writer = None
+            if self._low_water is not None:
+                self._low_water.set()
+        self._flush()
+
+    def close(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """Close the socket with ``code``; with ``flush``, after the queue is written.
+
+        Without ``flush`` (slow consumer, abuse), queued frames are discarded.
+        Safe to call more than once; the first call wins.
+        """
+        if self._closing is not None:
+            return
+        self._closing = (code, reason)
+        self.hub.metrics.closes.labels(str(code)).inc()
+        if flush:
+            self._close_after_flush = True
+            if self._writer is None and not self._flush_pending:
+                self._flush_pending = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            return
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+        self.queue.clear()
+        asyncio.get_running_loop().create_task(self._send_close(code, reason))
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if self.ws.application_state is WebSocketState.DISCONNECTED:
+            return
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_WRITE_TIMEOUT_S)
+        except TimeoutError:
+            if self._reader is not None:
+                self._reader.cancel()  # run() returns; the server drops the socket
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+
+    @property
+    def closing(self) -> bool:
+        """True once a close was requested."""
+        return self._closing is not None
+
+    # -- receiving -------------------------------------------------------------------
+    async def run(self) -> None:
+        """Read frames until the socket closes. The caller accepted the socket."""
+        context_id.set(self.conn_id)
+        self._reader = asyncio.current_task()
+        try:
+            await self._read()
+        except asyncio.CancelledError:
+            if self._closing is None:
+                raise
+        finally:
+            self._reader = None
+
+    async def _read(self) -> None:
+        ws, session, metrics = self.ws, self.session, self.hub.metrics
+        binary = self.codec.binary
+        while True:
+            event = await ws.receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            frame: Frame | None = event.get("bytes") if binary else event.get("text")
+            if frame is None:
+                # The other frame kind: binary on the JSON subprotocol carries EEG
+                # samples (later issue); text on msgpack is a client error.
+                frame = event.get("text") if binary else event.get("bytes")
+            if self._closing is not None:
+                continue
+            if len(self.queue) * 2 >= self.queue.max_messages:
+                await self._wait_low_water()
+            outcome = session.receive(frame if frame is not None else b"", time.monotonic())
+            if isinstance(outcome, Deliver):
+                message = outcome.message
+                metrics.count_in(str(type(message).__struct_config__.tag))
+                if isinstance(message, Hello):
+                    await self.hub.authenticate(self, message)
+                elif isinstance(message, Request):
+                    await self._dispatch(message)
+            elif isinstance(outcome, Reject):
+                metrics.count_error(outcome.error.code)
+                self.send(outcome.error)
+                if outcome.close is not None:
+                    log.warning(
+                        "closing abusive socket",
+                        extra={"conn": self.conn_id, "close": int(outcome.close)},
+                    )
+                    self.close(outcome.close, outcome.error.code, flush=True)
+
+    async def _wait_low_water(self) -> None:
+        """Stop reading while our own replies pile up (the client is not reading).
+
+        Inbound frames then wait in TCP buffers, so a client cannot make the hub
+        buffer more than half a queue of replies; events from others still
+        follow the slow-consumer policy.
+        """
+        if self._flush_pending:
+            await asyncio.sleep(0)  # let the scheduled flush write the batch
+        if self._low_water is None:
+            self._low_water = asyncio.Event()
+        while self._writer is not None and len(self.queue) * 4 > self.queue.max_messages:
+            self._low_water.clear()
+            await self._low_water.wait()
+
+    async def _dispatch(self, message: Request) -> None:
+        label = str(type(message).__struct_config__.tag)
+        started = time.perf_counter()
+        handler = self.hub.router.handler_for(type(message))
+        principal = self.principal
+        reply: ServerMessage | Deferred
+        if handler is None or principal is None:
+            reply = self._error(message.id, ErrorCode.UNKNOWN_TYPE, "no handler for this type")
+        else:
+            try:
+                data: Any = await handler(RequestContext(self, principal, message.id), message)
+            except HandlerError as exc:
+                reply = self._error(message.id, exc.code, exc.message, exc.retry_after_s)
+            except Exception:
+                log.exception("handler failed", extra={"conn": self.conn_id, "type": label})
+                reply = self._error(message.id, ErrorCode.INTERNAL, "internal error")
+            else:
+                reply = data if isinstance(data, Deferred) else Result(id=message.id, data=data)
+        if isinstance(reply, Deferred) or self._pending:
+            await self._pipeline(message.id, label, started, reply)
+            return
+        self.send(reply)
+        self.hub.metrics.observe_request(label, time.perf_counter() - started)
+
+    async def _pipeline(
+        self, rid: RequestId, label: str, started: float, reply: ServerMessage | Deferred
+    ) -> None:
+        """Queue a reply behind the deferred ones; wait while too many are pending."""
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append((rid, label, started, reply))
+        if self._replier is None:
+            self._replier = asyncio.get_running_loop().create_task(self._replies())
+        limit = self.hub.settings.ws_max_pipelined_requests
+        while self._pending and len(self._pending) >= limit and self._replier is not None:
+            await asyncio.wait({self._replier}, timeout=None, return_when="FIRST_COMPLETED")
+
+    async def _replies(self) -> None:
+        """Send the pipelined replies in request order as their work completes."""
+        pending = self._pending
+        metrics = self.hub.metrics
+        try:
+            while pending:
+                rid, label, started, item = pending[0]
+                if isinstance(item, Deferred):
+                    try:
+                        item = Result(id=rid, data=await item.awaitable)
+                    except HandlerError as exc:
+                        item = self._error(rid, exc.code, exc.message, exc.retry_after_s)
+                    except Exception:
+                        log.exception("deferred reply failed", extra={"conn": self.conn_id})
+                        item = self._error(rid, ErrorCode.INTERNAL, "internal error")
+                pending.popleft()
+                self.send(item)
+                metrics.observe_request(label, time.perf_counter() - started)
+        finally:
+            self._replier = None
+
+    def _error(
+        self,
+        request_id: RequestId | None,
+        code: ErrorCode,
+        message: str,
+        retry_after_s: float | None = None,
+    ) -> Error:
+        self.hub.metrics.count_error(code.value)
+        return Error(code=code.value, message=message, id=request_id, retry_after_s=retry_after_s)
+
+    def reply_error(
+        self,
+        request_id: str | int | None,
+        code: ErrorCode,
+        message: str,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """Send an ``error`` answering ``request_id`` and count it."""
+        self.hub.metrics.count_error(code.value)
+        self.send(
+            Error(code=code.value, message=message, id=request_id, retry_after_s=retry_after_s)
+        )
+
+    def poll(self, now: float) -> None:
+        """Called by the hub's ticker: enforce deadlines, send heartbeats."""
+        if self._closing is not None:
+            return
+        action = self.session.poll(now)
+        if action is None:
+            return
+        if action is SEND_HEARTBEAT:
+            self.send(ServerHeartbeat())
+        elif isinstance(action, Close):
+            self.close(action.code, action.reason)

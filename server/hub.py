@@ -1,0 +1,313 @@
+"""The hub: the ``/ws`` endpoint, the registry of live sockets, timers, shutdown.
+
+Upgrade checks happen before the socket is accepted (refused with HTTP 403):
+a supported subprotocol must be offered, and an ``Origin`` header, when sent,
+must be in the allow-list (browsers always send it; API clients may not, and
+then cannot use cookie authentication). After accept, the socket has
+``ws_handshake_timeout_s`` to send a ``hello`` that the authenticator accepts.
+
+One ticker task per hub walks the sockets about four times per shortest
+deadline (at most once a second) to send heartbeats and enforce the
+handshake and idle deadlines, so an idle socket costs no timer of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from starlette.websockets import WebSocket
+
+from protocol.codec import CODECS
+from protocol.errors import CloseCode, ErrorCode
+from protocol.messages import GoingAway, Hello, Identity, Limits, Ping, Welcome
+from protocol.session import Session, SessionLimits
+from server.audit.events import Action, AuditEvent, Result
+from server.auth import Authenticator, AuthError, HandshakeInfo
+from server.config import Settings
+from server.connection import Connection
+from server.metrics import Metrics
+from server.router import RequestContext, Router
+from server.sendqueue import SendQueue
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+
+class ConnectionListener(Protocol):
+    """A capability told when an authenticated socket opens and when it closes.
+
+    Both calls run synchronously on the event loop and must not block; an
+    exception is logged and does not affect the socket or other listeners.
+    """
+
+    def connection_opened(self, conn: Connection) -> None:
+        """``conn`` was welcomed (``conn.principal`` is set)."""
+
+    def connection_closed(self, conn: Connection) -> None:
+        """``conn`` is gone; forget it."""
+
+
+class AuditRecorder(Protocol):
+    """What the hub needs of the audit trail: a non-blocking ``record``."""
+
+    def record(self, event: AuditEvent) -> None:
+        """Queue ``event`` for the audit writer; must not block."""
+
+
+class Hub:
+    """Accepts sockets, authenticates them, and keeps them until they close."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        authenticator: Authenticator,
+        router: Router,
+        metrics: Metrics,
+        audit: AuditRecorder,
+        client_address: Callable[[WebSocket], str | None],
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.router = router
+        self.metrics = metrics
+        self.audit = audit
+        self.node_id = settings.effective_node_id
+        self._client_address = client_address
+        self._allowed_origins = frozenset(settings.allowed_origins)
+        self.limits = SessionLimits(
+            handshake_timeout_s=settings.ws_handshake_timeout_s,
+            heartbeat_interval_s=settings.ws_heartbeat_interval_s,
+            idle_timeout_s=settings.ws_idle_timeout_s,
+            max_frame_bytes=settings.ws_max_frame_bytes,
+            rate_per_s=settings.ws_rate_per_s,
+            rate_burst=settings.ws_rate_burst,
+            abuse_max_errors=settings.ws_abuse_max_errors,
+            abuse_window_s=settings.ws_abuse_window_s,
+        )
+        self._announced = Limits(
+            max_frame_bytes=settings.ws_max_frame_bytes,
+            rate_per_s=settings.ws_rate_per_s,
+            rate_burst=settings.ws_rate_burst,
+            send_queue_max_messages=settings.ws_send_queue_max_messages,
+        )
+        self.connections: set[Connection] = set()
+        self.by_user: dict[str, set[Connection]] = {}
+        self.accepting = True
+        self._ticker: asyncio.Task[None] | None = None
+        self._all_gone = asyncio.Event()
+        self._all_gone.set()
+        self._listeners: list[ConnectionListener] = []
+        router.add(Ping, self._on_ping)
+
+    def add_listener(self, listener: ConnectionListener) -> None:
+        """Tell ``listener`` about every socket that opens or closes from now on."""
+        self._listeners.append(listener)
+
+    def _notify(self, conn: Connection, opened: bool) -> None:
+        for listener in self._listeners:
+            try:
+                if opened:
+                    listener.connection_opened(conn)
+                else:
+                    listener.connection_closed(conn)
+            except Exception:
+                log.exception("connection listener failed", extra={"conn": conn.conn_id})
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the ticker. Call once, from the app's lifespan."""
+        s = self.settings
+        shortest = min(s.ws_handshake_timeout_s, s.ws_heartbeat_interval_s, s.ws_idle_timeout_s)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(min(1.0, shortest / 4)))
+
+    async def _tick(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.poll(now)
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Tell every client to go away, flush their queues, then close them.
+
+        New sockets are refused from the first moment. Waits at most
+        ``grace_s`` (default ``shutdown_grace_s``) for queues to drain; sockets
+        still busy after that are closed without their remaining frames.
+        """
+        self.accepting = False
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        going = GoingAway(retry_after_s=self.settings.shutdown_retry_after_s)
+        conns = list(self.connections)
+        for conn in conns:
+            conn.send(going)
+            conn.close(CloseCode.SERVICE_RESTART, "going away", flush=True)
+        if conns:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_gone.wait(), grace)
+        for conn in list(self.connections):  # still there after the grace: cut off
+            conn.close(CloseCode.SERVICE_RESTART, "going away")
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    # -- the endpoint ----------------------------------------------------------------------
+    async def endpoint(self, ws: WebSocket) -> None:
+        """ASGI WebSocket endpoint for ``/ws``."""
+        offered = ws.scope.get("subprotocols") or []
+        name = next((p for p in offered if p in CODECS), None)
+        origin = ws.headers.get("origin")
+        refusal = None
+        if name is None:
+            refusal = "subprotocol"
+        elif origin is not None and origin not in self._allowed_origins:
+            refusal = "origin"
+        if refusal is not None or name is None:
+            self.metrics.handshake_failures.labels(refusal or "subprotocol").inc()
+            await ws.close(CloseCode.POLICY)  # before accept: HTTP 403
+            return
+        await ws.accept(subprotocol=name)
+        busy = None
+        if not self.accepting:
+            busy = (CloseCode.SERVICE_RESTART, "shutting_down")
+        elif len(self.connections) >= self.settings.ws_max_connections:
+            busy = (CloseCode.TRY_AGAIN_LATER, "node_full")
+        if busy is not None:
+            # Accepted only to say why: the client retries later or elsewhere.
+            self.metrics.handshake_failures.labels(busy[1]).inc()
+            await ws.close(busy[0], busy[1])
+            return
+        now = time.monotonic()
+        codec = CODECS[name]()
+        conn = Connection(
+            self,
+            ws,
+            codec,
+            Session(codec, self.limits, now),
+            SendQueue(
+                self.settings.ws_send_queue_max_messages, self.settings.ws_send_queue_max_bytes
+            ),
+            conn_id=secrets.token_hex(8),
+            client_address=self._client_address(ws),
+        )
+        self.connections.add(conn)
+        self._all_gone.clear()
+        try:
+            await conn.run()
+        finally:
+            self._forget(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self._all_gone.set()
+        conn.session.closed()
+        conn.queue.clear()
+        principal = conn.principal
+        if principal is None:
+            return
+        self.metrics.connections.dec()
+        peers = self.by_user.get(principal.user_id)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self.by_user[principal.user_id]
+        self._notify(conn, opened=False)
+        self._audit(conn, Action.WS_DISCONNECT, Result.OK)
+
+    async def authenticate(self, conn: Connection, hello: Hello) -> None:
+        """Check ``hello``'s credentials; welcome the socket or close it."""
+        info = HandshakeInfo(
+            origin=conn.ws.headers.get("origin"),
+            client_address=conn.client_address,
+            cookies=conn.ws.cookies,
+        )
+        try:
+            principal = await self.authenticator.authenticate(hello.auth, info)
+        except AuthError as exc:
+            self.metrics.handshake_failures.labels(exc.code.value).inc()
+            log.info("handshake refused", extra={"conn": conn.conn_id, "reason": exc.reason})
+            self._audit(conn, Action.WS_CONNECT, Result.DENIED, reason=exc.code.value)
+            conn.reply_error(hello.id, exc.code, "authentication failed")
+            conn.close(CloseCode.AUTH_FAILED, exc.code.value, flush=True)
+            return
+        peers = self.by_user.setdefault(principal.user_id, set())
+        if len(peers) >= self.settings.ws_max_connections_per_user:
+            if not peers:
+                del self.by_user[principal.user_id]
+            self.metrics.handshake_failures.labels("too_many_connections").inc()
+            conn.reply_error(
+                hello.id, ErrorCode.TOO_MANY_CONNECTIONS, "too many sockets for this user"
+            )
+            conn.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections", flush=True)
+            return
+        conn.principal = principal
+        peers.add(conn)
+        conn.session.open()
+        self.metrics.connections.inc()
+        s = self.settings
+        conn.send(
+            Welcome(
+                id=hello.id,
+                session=conn.conn_id,
+                node=self.node_id,
+                protocol=PROTOCOL_VERSION,
+                heartbeat_s=s.ws_heartbeat_interval_s,
+                idle_timeout_s=s.ws_idle_timeout_s,
+                limits=self._announced,
+                identity=Identity(
+                    user=principal.user_id,
+                    role=principal.role,
+                    org=principal.org_id,
+                    acting_for=principal.acting_for,
+                ),
+            )
+        )
+        self._audit(conn, Action.WS_CONNECT, Result.OK)
+        self._notify(conn, opened=True)
+
+    def close_user(self, user_id: str, code: int, reason: str) -> int:
+        """Close every socket of ``user_id`` on this node; returns how many."""
+        conns = list(self.by_user.get(user_id, ()))
+        for conn in conns:
+            conn.close(code, reason, flush=True)
+        return len(conns)
+
+    def close_session(self, session_id: str, code: int, reason: str) -> int:
+        """Close every socket authenticated with ``session_id``; returns how many."""
+        hits = [c for c in self.connections if c.principal and c.principal.session_id == session_id]
+        for conn in hits:
+            conn.close(code, reason, flush=True)
+        return len(hits)
+
+    async def _on_ping(self, ctx: RequestContext, message: Ping) -> dict[str, float]:
+        return {"time": time.time()}
+
+    def _audit(
+        self, conn: Connection, action: Action, result: Result, reason: str | None = None
+    ) -> None:
+        p = conn.principal
+        self.audit.record(
+            AuditEvent(
+                actor=p.user_id if p else None,
+                acting_for=p.acting_for if p else None,
+                role=p.role if p else None,
+                org=p.org_id if p else None,
+                action=action,
+                target_type="socket",
+                target_id=conn.conn_id,
+                result=result,
+                reason=reason,
+                source=conn.client_address,
+                request_id=conn.conn_id,
+            )
+        )

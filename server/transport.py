@@ -1,0 +1,64 @@
+"""uvicorn's sans-I/O WebSocket protocol with a synchronous write path for the hub.
+
+The ASGI ``send`` costs an ``await``, a dict, and one ``transport.write`` per
+frame. Fan-out to hundreds of sockets and request/reply both pay that on every
+frame. :class:`HubWebSocketProtocol` adds one ASGI scope extension,
+``medhub.raw``, holding a :class:`RawSocket`: the hub asks it whether the
+socket can take data now and, if so, writes a whole batch of frames in one
+``transport.write`` without awaiting (as ``websockets.broadcast`` does). When
+the socket cannot take data (the peer is not reading, or closing), the hub
+falls back to the ASGI ``send``, which waits for the transport; nothing else
+changes, and without the extension (another server) the hub only uses ASGI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+RAW_EXTENSION = "medhub.raw"
+
+
+class RawSocket:
+    """Synchronous access to one accepted WebSocket's outgoing side."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: HubWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    def writable(self) -> bool:
+        """True when frames written now go straight to the transport's buffer."""
+        p = self._protocol
+        return (
+            p.handshake_complete
+            and p.initial_response is None
+            and not p.close_sent
+            and not p.disconnected
+            and p.writable.is_set()
+            and not p.transport.is_closing()
+        )
+
+    def write(self, frames: Sequence[bytes], text: bool) -> None:
+        """Write ``frames`` (UTF-8 text or binary payloads) in one transport write.
+
+        The caller must have checked :meth:`writable` in the same loop step.
+        """
+        conn = self._protocol.conn
+        send = conn.send_text if text else conn.send_binary
+        for frame in frames:
+            send(frame)
+        self._protocol.transport.write(b"".join(conn.data_to_send()))
+
+
+class HubWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol, publishing a :class:`RawSocket`."""
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None and scope.get("type") == "websocket":
+            # The ASGI task was created but has not run yet: it sees the extension.
+            scope["extensions"][RAW_EXTENSION] = RawSocket(self)
