@@ -19,7 +19,14 @@ Four services:
   counters that hold across nodes).
 
 Topic and key names are plain ASCII strings of at most 256 characters; payloads
-and values are bytes (msgpack, never pickle) of at most 1 MiB.
+and values are bytes (msgpack, never pickle) of at most 1 MiB. Topics, presence
+keys and value/counter keys are three separate namespaces.
+
+Errors: every failure is a :class:`BrokerError` (invalid name, payload or TTL;
+use before :meth:`Broker.start` or after :meth:`Broker.close`; backend
+unreachable or timed out). Nothing is retried behind the caller's back, so a
+``BrokerError`` from a write means "unknown outcome" for non-idempotent calls
+(``incr``, ``set_if_absent``, ``pop_value``).
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from dataclasses import dataclass
 MAX_NAME_LENGTH = 256
 MAX_PAYLOAD_BYTES = 1024 * 1024
 
-#: Called on the event loop for each message: (topic, payload). Must not block;
-#: a handler that raises is logged and counted, and the subscription continues.
+#: Called on the event loop for each message: (topic, payload). Must not block
+#: (schedule a task for async work); a handler that raises is logged and counted
+#: (``handler_errors``), and the subscription continues. Handlers may publish,
+#: subscribe or unsubscribe (via a task) without disturbing delivery.
 MessageHandler = Callable[[str, bytes], None]
 
 
@@ -53,13 +62,18 @@ class Broker(abc.ABC):
 
     Call :meth:`start` before use and :meth:`close` at shutdown. All methods
     raise :class:`BrokerError` when a name is invalid (empty, longer than
-    ``MAX_NAME_LENGTH``), a payload exceeds ``MAX_PAYLOAD_BYTES``, or the
-    backend is unreachable.
+    ``MAX_NAME_LENGTH``, not ASCII), a payload is not bytes or exceeds
+    ``MAX_PAYLOAD_BYTES``, a TTL is not a finite number > 0, the broker is not
+    started or already closed, or the backend is unreachable.
     """
 
     @abc.abstractmethod
     async def start(self) -> None:
-        """Connect (and start listeners). Idempotent."""
+        """Connect (and start listeners). Idempotent.
+
+        Raises :class:`BrokerError` if the backend does not answer or the broker
+        was closed (a closed broker cannot be restarted; build a new one).
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -67,7 +81,11 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def ping(self) -> bool:
-        """True when the backend answers (used by ``/readyz``)."""
+        """True when the backend answers (used by ``/readyz``); never raises.
+
+        False before :meth:`start`, after :meth:`close`, or when the backend (or,
+        for Redis, the pub/sub listener) is down.
+        """
 
     # -- pub/sub -----------------------------------------------------------
     @abc.abstractmethod
@@ -84,12 +102,19 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def unsubscribe(self, subscription: Subscription) -> None:
-        """Stop delivering to ``subscription``. Unknown handles are ignored."""
+        """Stop delivering to ``subscription``. Unknown handles are ignored.
+
+        Once this returns the handler is never called again, even for messages
+        already in flight.
+        """
 
     # -- presence registry -----------------------------------------------------
     @abc.abstractmethod
     async def presence_set(self, key: str, member: str, value: bytes, ttl_s: float) -> None:
-        """Add or refresh ``member`` under ``key`` with ``value``, expiring in ``ttl_s``."""
+        """Add or refresh ``member`` under ``key`` with ``value``, expiring in ``ttl_s``.
+
+        The last write wins; each refresh restarts the member's TTL.
+        """
 
     @abc.abstractmethod
     async def presence_remove(self, key: str, member: str) -> None:
