@@ -1,0 +1,116 @@
+"""The store foundation on SQLite and PostgreSQL: migrations, pragmas, ping, transactions."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from server.store import engines
+from server.store.db import Database, DatabaseNotConnectedError
+from server.store.migrate import current_revision_async, head_revision, upgrade_to_head_async
+from server.store.schema import import_table_modules, metadata
+
+
+async def test_migrations_apply_and_are_idempotent(db_url: str) -> None:
+    assert await current_revision_async(db_url) is None
+    await upgrade_to_head_async(db_url)
+    assert await current_revision_async(db_url) == head_revision()
+    await upgrade_to_head_async(db_url)  # a second run is a no-op
+    assert await current_revision_async(db_url) == head_revision()
+    async with Database(db_url) as db, db.begin() as conn:
+        head = (await conn.execute(sa.text("SELECT seq FROM audit_chain_head"))).all()
+    assert head == [(0,)]
+
+
+def _diff(conn: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+
+async def test_migrations_match_schema_module(db_url: str) -> None:
+    """Every table declared on the shared metadata is exactly what the migrations build."""
+    import_table_modules()
+    assert "audit_log" in metadata.tables
+    await upgrade_to_head_async(db_url)
+    async with Database(db_url) as db, db.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+
+
+async def test_ping_and_dialect(db_url: str) -> None:
+    db = Database(db_url, pool_size=2)
+    assert await db.ping() is False  # not connected yet
+    await db.connect()
+    try:
+        assert await db.ping() is True
+        assert db.dialect == ("sqlite" if db_url.startswith("sqlite") else "postgresql")
+    finally:
+        await db.close()
+    assert await db.ping() is False
+
+
+async def test_begin_commits_and_rolls_back(db_url: str) -> None:
+    await upgrade_to_head_async(db_url)
+    async with Database(db_url) as db:
+        async with db.begin() as conn:
+            await conn.execute(sa.text("UPDATE audit_chain_head SET updated_us = 7"))
+        with pytest.raises(RuntimeError):
+            async with db.begin() as conn:
+                await conn.execute(sa.text("UPDATE audit_chain_head SET updated_us = 9"))
+                raise RuntimeError("boom")
+        async with db.begin(readonly=True) as conn:
+            value = (
+                await conn.execute(sa.text("SELECT updated_us FROM audit_chain_head"))
+            ).scalar()
+    assert value == 7
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sub' / 'medhub.db'}"  # driver added, directory created
+    async with Database(url, pool_size=1) as db:
+        async with db.begin() as conn:
+            journal = (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar()
+            fks = (await conn.execute(sa.text("PRAGMA foreign_keys"))).scalar()
+            sync = (await conn.execute(sa.text("PRAGMA synchronous"))).scalar()
+            busy = (await conn.execute(sa.text("PRAGMA busy_timeout"))).scalar()
+        assert (journal, fks, sync, busy) == ("wal", 1, 1, 5000)  # synchronous 1 = NORMAL
+        async with db.begin(durable=True) as conn:
+            assert (await conn.execute(sa.text("PRAGMA synchronous"))).scalar() == 2  # FULL
+        async with db.begin() as conn:  # back to NORMAL on the same pooled connection
+            assert (await conn.execute(sa.text("PRAGMA synchronous"))).scalar() == 1
+    assert (tmp_path / "sub" / "medhub.db").exists()
+
+
+async def test_sqlite_write_transactions_serialise(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: a second writer waits for the first instead of failing."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'medhub.db'}"
+    await upgrade_to_head_async(url)
+    async with Database(url) as a, Database(url) as b:
+
+        async def bump(db: Database) -> None:
+            for _ in range(20):
+                async with db.begin() as conn:
+                    seq = (await conn.execute(sa.text("SELECT seq FROM audit_chain_head"))).scalar()
+                    await conn.execute(
+                        sa.text("UPDATE audit_chain_head SET seq = :s"), {"s": seq + 1}
+                    )
+
+        await asyncio.gather(bump(a), bump(b), bump(a), bump(b))
+        async with a.begin(readonly=True) as conn:
+            assert (await conn.execute(sa.text("SELECT seq FROM audit_chain_head"))).scalar() == 80
+
+
+def test_url_normalisation() -> None:
+    assert engines.normalise_url("sqlite:///x.db").drivername == "sqlite+aiosqlite"
+    assert engines.normalise_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
+    assert engines.normalise_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
+    with pytest.raises(engines.UnsupportedDatabaseError):
+        engines.normalise_url("mysql+aiomysql://u@h/db")
+    with pytest.raises(engines.UnsupportedDatabaseError):
+        engines.normalise_url("postgresql+psycopg2://u@h/db")
+    with pytest.raises(DatabaseNotConnectedError):
+        _ = Database("sqlite:///x.db").engine
