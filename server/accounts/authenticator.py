@@ -1,0 +1,72 @@
+"""The WebSocket ``Authenticator`` backed by accounts sessions.
+
+``hello.auth`` methods:
+
+- ``ticket``: a single-use ticket from ``POST /api/v1/ws-ticket``, popped
+  atomically from the broker (so it works once, on any node, within
+  ``ws_ticket_ttl_s``);
+- ``token``: a bearer session token (API clients);
+- ``cookie``: the ``__Host-medhub-session`` cookie of the upgrade request,
+  accepted only when the upgrade's ``Origin`` is in ``allowed_origins``.
+
+The session must be valid (not revoked, idle or past its end) and not
+restricted (``password_expired``), and its user active. Every refusal is
+:class:`server.auth.AuthError` with ``auth_failed`` (the same answer for every
+cause); an expired ticket or session also answers ``auth_failed``, so a
+client cannot probe which tickets existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from protocol.errors import ErrorCode
+from protocol.messages import Auth
+from server.accounts.csrf import COOKIE_NAME
+from server.accounts.errors import ApiError
+from server.accounts.service import AccountService, Caller
+from server.auth import AuthError, HandshakeInfo, Principal
+
+
+class AccountsAuthenticator:
+    """Turns ``hello`` credentials into a :class:`Principal` (see the module docstring)."""
+
+    def __init__(self, service: AccountService, allowed_origins: Collection[str]) -> None:
+        self._service = service
+        self._origins = frozenset(allowed_origins)
+
+    async def authenticate(self, auth: Auth, info: HandshakeInfo) -> Principal:
+        """The principal of valid credentials; raises :class:`AuthError` otherwise."""
+        token: str | None
+        if auth.method == "ticket":
+            if not auth.token:
+                raise AuthError(ErrorCode.AUTH_FAILED, "no ticket")
+            session_id = await self._service.take_ticket(auth.token)
+            if session_id is None:
+                raise AuthError(ErrorCode.AUTH_FAILED, "unknown or used ticket")
+            caller = await self._by_session_id(session_id)
+        else:
+            if auth.method == "cookie":
+                if info.origin is None or info.origin not in self._origins:
+                    raise AuthError(ErrorCode.AUTH_FAILED, "cookie without an allowed origin")
+                token = info.cookies.get(COOKIE_NAME)
+            else:
+                token = auth.token
+            if not token:
+                raise AuthError(ErrorCode.AUTH_FAILED, "no token")
+            try:
+                caller = await self._service.authenticate(token)
+            except ApiError:
+                raise AuthError(ErrorCode.AUTH_FAILED, "invalid session") from None
+        if caller.session.restricted:
+            raise AuthError(ErrorCode.AUTH_FAILED, "session restricted")
+        u = caller.user
+        return Principal(user_id=u.id, org_id=u.org_id, role=u.role, session_id=caller.session.id)
+
+    async def _by_session_id(self, session_id: str) -> Caller:
+        svc = self._service
+        row = await svc.sessions.by_id(session_id, svc.now_us())
+        user = await svc.store.get_user(row.user_id) if row else None
+        if row is None or user is None or user.status != "active":
+            raise AuthError(ErrorCode.AUTH_FAILED, "invalid session")
+        return Caller(row, user, "")

@@ -1,0 +1,154 @@
+"""Wiring of the accounts sidecar: every accounts component built from Settings.
+
+:func:`build_accounts` is called by the composition root (``server/app.py``)
+with the process's database, broker and audit trail; the returned
+:class:`Accounts` provides the Starlette app (mounted under ``/api/v1``), the
+WebSocket authenticator, and ``start``/``close`` for the lifespan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.accounts.admin import AdminService
+from server.accounts.authenticator import AccountsAuthenticator
+from server.accounts.errors import ApiError
+from server.accounts.lockout import Lockout
+from server.accounts.openapi import build_openapi
+from server.accounts.passwords import PasswordHasher, PasswordPolicy
+from server.accounts.relations import RelationStore
+from server.accounts.revocation import Revocations, SocketCloser
+from server.accounts.routes import Api
+from server.accounts.service import AccountService, Auditor
+from server.accounts.sessions import SessionStore
+from server.accounts.store import AccountStore
+from server.accounts.web import Shell, build_routes, error_response
+from server.audit.source import client_address
+from server.broker.base import Broker
+from server.config import Settings
+from server.security.crypto import Keyring, decode_key
+from server.store.db import Database
+
+
+@dataclass
+class Accounts:
+    """The accounts components of one process."""
+
+    service: AccountService
+    admin: AdminService
+    authenticator: AccountsAuthenticator
+    revocations: Revocations
+    hasher: PasswordHasher
+    api: Api
+    shell: Shell
+
+    def app(self) -> Starlette:
+        """The ASGI app of the API (mount it at ``/api/v1``)."""
+        endpoints = self.api.endpoints()
+        document = msgspec.json.encode(build_openapi(endpoints))
+
+        async def openapi(request: Request) -> Response:
+            return Response(document, media_type="application/json")
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            status = exc.status_code if isinstance(exc, HTTPException) else 500
+            code = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
+            return error_response(ApiError(code))
+
+        routes = [Route("/openapi.json", openapi), *build_routes(self.shell, endpoints)]
+        return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+    async def start(self, hub: SocketCloser | None) -> None:
+        """Subscribe to revocations (closing ``hub``'s sockets)."""
+        await self.revocations.start(hub)
+
+    async def close(self) -> None:
+        """Unsubscribe and stop the hashing threads."""
+        await self.revocations.close()
+        self.hasher.close()
+
+
+def build_accounts(
+    settings: Settings,
+    database: Database,
+    broker: Broker,
+    audit: Auditor,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> Accounts:
+    """Build the accounts components; ``settings`` must hold the secrets.
+
+    Raises :class:`server.security.crypto.CryptoError` for a malformed key.
+    """
+    s = settings
+    keyring = Keyring({s.totp_key_id: decode_key(s.secret_totp_key)}, s.totp_key_id)
+    csrf_key = hmac.new(decode_key(s.secret_at_rest_key), b"medhub-csrf", hashlib.sha256).digest()
+    hasher = PasswordHasher(
+        time_cost=s.argon2_time_cost,
+        memory_kib=s.argon2_memory_kib,
+        parallelism=s.argon2_parallelism,
+        threads=s.password_hash_threads,
+        queue_max=s.password_hash_queue_max,
+    )
+    lockout = Lockout(
+        broker,
+        threshold=s.lockout_threshold,
+        schedule_s=s.lockout_schedule_s,
+        max_per_hour=s.lockout_max_failures_per_hour,
+        ip_max_per_hour=s.lockout_ip_max_failures_per_hour,
+        clock=clock,
+    )
+    store = AccountStore(database)
+    sessions = SessionStore(
+        database,
+        idle_us=int(s.session_idle_timeout_s * 1e6),
+        absolute_us=int(s.session_absolute_timeout_s * 1e6),
+    )
+    revocations = Revocations(broker)
+    service = AccountService(
+        store=store,
+        sessions=sessions,
+        broker=broker,
+        hasher=hasher,
+        policy=PasswordPolicy(s.password_min_length, s.password_max_length, s.password_min_classes),
+        lockout=lockout,
+        keyring=keyring,
+        audit=audit,
+        revocations=revocations,
+        challenge_ttl_s=s.mfa_challenge_ttl_s,
+        reauth_window_s=s.reauth_window_s,
+        password_max_age_s=s.password_max_age_days * 86400.0,
+        clock=clock,
+    )
+    admin = AdminService(
+        accounts=service,
+        store=store,
+        relations=RelationStore(database),
+        lockout=lockout,
+        revocations=revocations,
+        invitation_ttl_s=s.invitation_ttl_s,
+    )
+    proxies = tuple(s.trusted_proxies)
+
+    def source(request: Request) -> str | None:
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.get("x-forwarded-for"), proxies)
+
+    shell = Shell(service, csrf_key, frozenset(s.allowed_origins), source)
+    api = Api(service, admin, csrf_key, s.ws_ticket_ttl_s)
+    authenticator = AccountsAuthenticator(service, s.allowed_origins)
+    return Accounts(service, admin, authenticator, revocations, hasher, api, shell)
+
+
+__all__ = ["Accounts", "build_accounts"]

@@ -1,0 +1,121 @@
+"""SQL for delegations and care relationships, and loading them as policy facts.
+
+Raises SQLAlchemy errors from the driver only.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from server.accounts.store import new_id
+from server.accounts.tables import care_relationships, delegations
+from server.policy import Delegation, Relationship
+from server.store.db import Database
+
+
+class RelationStore:
+    """Delegations (practitioner -> secretary, scoped) and care relationships."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def grant_delegation(
+        self, org_id: str, practitioner_id: str, delegate_id: str, scopes: list[str], now_us: int
+    ) -> str:
+        """Store a delegation; returns its id."""
+        delegation_id = new_id("d")
+        async with self.db.begin() as conn:
+            await conn.execute(
+                sa.insert(delegations).values(
+                    id=delegation_id,
+                    org_id=org_id,
+                    practitioner_id=practitioner_id,
+                    delegate_id=delegate_id,
+                    scopes=",".join(sorted(scopes)),
+                    created_us=now_us,
+                    revoked_us=None,
+                )
+            )
+        return delegation_id
+
+    async def delegation(self, delegation_id: str) -> tuple[str, Delegation] | None:
+        """(org id, delegation) of a live delegation, or None."""
+        query = sa.select(delegations).where(
+            delegations.c.id == delegation_id, delegations.c.revoked_us.is_(None)
+        )
+        async with self.db.begin(readonly=True) as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return str(row.org_id), _delegation(row)
+
+    async def revoke_delegation(self, delegation_id: str, now_us: int) -> bool:
+        """Revoke a live delegation; False if none."""
+        stmt = (
+            sa.update(delegations)
+            .where(delegations.c.id == delegation_id, delegations.c.revoked_us.is_(None))
+            .values(revoked_us=now_us)
+        )
+        async with self.db.begin() as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
+    async def delegations_of(self, user_id: str) -> list[Delegation]:
+        """Live delegations given to or by ``user_id``."""
+        query = sa.select(delegations).where(
+            sa.or_(delegations.c.delegate_id == user_id, delegations.c.practitioner_id == user_id),
+            delegations.c.revoked_us.is_(None),
+        )
+        async with self.db.begin(readonly=True) as conn:
+            return [_delegation(r) for r in await conn.execute(query)]
+
+    async def add_relationship(self, org_id: str, rel: Relationship, now_us: int) -> str:
+        """Store a care relationship; returns its id."""
+        rel_id = new_id("r")
+        async with self.db.begin() as conn:
+            await conn.execute(
+                sa.insert(care_relationships).values(
+                    id=rel_id,
+                    org_id=org_id,
+                    kind=rel.kind,
+                    actor_id=rel.actor_id,
+                    patient_id=rel.patient_id,
+                    ref_id=rel.ref_id,
+                    created_us=now_us,
+                    ended_us=None,
+                )
+            )
+        return rel_id
+
+    async def end_relationship(self, rel_id: str, org_id: str, now_us: int) -> bool:
+        """End a live relationship of ``org_id``; False if none."""
+        c = care_relationships.c
+        stmt = (
+            sa.update(care_relationships)
+            .where(c.id == rel_id, c.org_id == org_id, c.ended_us.is_(None))
+            .values(ended_us=now_us)
+        )
+        async with self.db.begin() as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
+    async def relationships_of(self, user_ids: list[str]) -> list[tuple[str, Relationship]]:
+        """(id, relationship) of live relationships where a user is actor or patient."""
+        c = care_relationships.c
+        query = (
+            sa.select(care_relationships)
+            .where(
+                sa.or_(c.actor_id.in_(user_ids), c.patient_id.in_(user_ids)),
+                c.ended_us.is_(None),
+            )
+            .order_by(c.id)
+        )
+        async with self.db.begin(readonly=True) as conn:
+            return [
+                (str(r.id), Relationship(r.kind, r.actor_id, r.patient_id, r.ref_id, r.org_id))
+                for r in await conn.execute(query)
+            ]
+
+
+def _delegation(row: sa.Row[object]) -> Delegation:
+    m = row._mapping
+    scopes = frozenset(s for s in str(m["scopes"]).split(",") if s)
+    return Delegation(str(m["practitioner_id"]), str(m["delegate_id"]), scopes, str(m["id"]))

@@ -1,0 +1,153 @@
+"""Login sessions: opaque random tokens, stored as SHA-256, with idle and absolute ends.
+
+A token is ``secrets.token_urlsafe(32)`` (256 bits); only its SHA-256 is stored,
+so a database leak gives no usable token. Each session also has a public,
+pseudonymous id (``s-...``) used to list and revoke it and to close its
+sockets. A new token is made at every login (no fixation).
+
+Validity: not revoked, ``now < expires_us`` (absolute timeout from login) and
+``now - last_seen_us < idle_timeout``. ``last_seen_us`` is refreshed at most
+once a minute, to keep reads from turning into writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from server.accounts.store import new_id
+from server.accounts.tables import sessions
+from server.store.db import Database
+
+TOUCH_EVERY_US = 60_000_000
+
+
+def new_token() -> str:
+    """A fresh session (or ticket) token: 256 random bits, URL-safe base64."""
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    """SHA-256 of a token (tokens are random: no stretching needed)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A stored session (never the token)."""
+
+    id: str
+    user_id: str
+    created_us: int
+    last_seen_us: int
+    expires_us: int
+    auth_us: int
+    restricted: str | None
+    source: str | None
+    revoked_us: int | None
+
+
+def _row(row: Any) -> SessionRow:
+    return SessionRow(**{name: row._mapping[name] for name in SessionRow.__slots__})
+
+
+class SessionStore:
+    """Sessions in the database; ``idle_us`` and ``absolute_us`` are the timeouts."""
+
+    def __init__(self, db: Database, *, idle_us: int, absolute_us: int) -> None:
+        self.db = db
+        self.idle_us = idle_us
+        self.absolute_us = absolute_us
+
+    async def create(
+        self, user_id: str, now_us: int, *, source: str | None, restricted: str | None = None
+    ) -> tuple[str, SessionRow]:
+        """A new session for ``user_id``; returns (token, row). The token is shown once."""
+        token = new_token()
+        row = SessionRow(
+            new_id("s"),
+            user_id,
+            now_us,
+            now_us,
+            now_us + self.absolute_us,
+            now_us,
+            restricted,
+            source,
+            None,
+        )
+        values = {name: getattr(row, name) for name in SessionRow.__slots__}
+        async with self.db.begin() as conn:
+            await conn.execute(sa.insert(sessions).values(token_hash=token_hash(token), **values))
+        return token, row
+
+    def valid(self, row: SessionRow, now_us: int) -> bool:
+        """True when ``row`` is neither revoked, nor past its absolute or idle end."""
+        return (
+            row.revoked_us is None
+            and now_us < row.expires_us
+            and now_us - row.last_seen_us < self.idle_us
+        )
+
+    async def by_token(self, token: str, now_us: int) -> SessionRow | None:
+        """The valid session of ``token`` (touching ``last_seen``), or None."""
+        async with self.db.begin(readonly=True) as conn:
+            query = sa.select(sessions).where(sessions.c.token_hash == token_hash(token))
+            found = (await conn.execute(query)).first()
+        return await self._checked(None if found is None else _row(found), now_us)
+
+    async def by_id(self, session_id: str, now_us: int) -> SessionRow | None:
+        """The valid session with this id (touching ``last_seen``), or None."""
+        return await self._checked(await self.get(session_id), now_us)
+
+    async def get(self, session_id: str) -> SessionRow | None:
+        """The session with this id, valid or not."""
+        async with self.db.begin(readonly=True) as conn:
+            query = sa.select(sessions).where(sessions.c.id == session_id)
+            found = (await conn.execute(query)).first()
+        return None if found is None else _row(found)
+
+    async def _checked(self, row: SessionRow | None, now_us: int) -> SessionRow | None:
+        if row is None or not self.valid(row, now_us):
+            return None
+        if now_us - row.last_seen_us >= TOUCH_EVERY_US:
+            await self.update(row.id, last_seen_us=now_us)
+        return row
+
+    async def update(self, session_id: str, **values: Any) -> None:
+        """Set columns of a session (``auth_us`` after re-authentication, ...)."""
+        async with self.db.begin() as conn:
+            await conn.execute(
+                sa.update(sessions).where(sessions.c.id == session_id).values(values)
+            )
+
+    async def list_for(self, user_id: str, now_us: int) -> list[SessionRow]:
+        """The user's valid sessions, newest first."""
+        query = (
+            sa.select(sessions)
+            .where(sessions.c.user_id == user_id, sessions.c.revoked_us.is_(None))
+            .order_by(sessions.c.created_us.desc())
+        )
+        async with self.db.begin(readonly=True) as conn:
+            rows = [_row(r) for r in await conn.execute(query)]
+        return [r for r in rows if self.valid(r, now_us)]
+
+    async def revoke(
+        self, user_id: str, now_us: int, *, only: str | None = None, keep: str | None = None
+    ) -> list[str]:
+        """Revoke the user's live sessions (``only`` one, or all but ``keep``); their ids."""
+        cond = [sessions.c.user_id == user_id, sessions.c.revoked_us.is_(None)]
+        if only is not None:
+            cond.append(sessions.c.id == only)
+        if keep is not None:
+            cond.append(sessions.c.id != keep)
+        async with self.db.begin() as conn:
+            ids = [str(r.id) for r in await conn.execute(sa.select(sessions.c.id).where(*cond))]
+            if ids:
+                await conn.execute(
+                    sa.update(sessions).where(sessions.c.id.in_(ids)).values(revoked_us=now_us)
+                )
+        return ids

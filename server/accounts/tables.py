@@ -1,0 +1,106 @@
+"""Accounts tables (SQLAlchemy Core on the shared metadata); migration 0002.
+
+Times are UTC microseconds since the epoch (``*_us``). Ids are pseudonymous
+strings (``o-``, ``u-``, ``s-`` + hex), safe for logs and the audit trail.
+Secrets are never stored in clear: passwords as Argon2id PHC strings, session
+tokens, invitation tokens and recovery codes as SHA-256 digests, TOTP secrets
+as AES-GCM envelopes (:mod:`server.security.crypto`) bound to the user row.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from server.store.schema import metadata
+
+orgs = sa.Table(
+    "orgs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("orgs.id"), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),  # lower-cased
+    sa.Column("phone", sa.String(40), nullable=False, default=""),
+    sa.Column("status", sa.String(16), nullable=False),  # invited | active | disabled
+    sa.Column("password_hash", sa.String(256)),
+    sa.Column("password_changed_us", sa.BigInteger),
+    sa.Column("totp_secret", sa.LargeBinary(256)),  # envelope, AAD users.totp_secret.<id>
+    sa.Column("totp_pending", sa.LargeBinary(256)),  # enrolment not yet confirmed
+    sa.Column("totp_last_step", sa.BigInteger, nullable=False, default=-1),
+    sa.Column("expires_us", sa.BigInteger),  # guest accounts
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, default=1),
+    sa.Index(None, "org_id"),
+)
+
+invitations = sa.Table(
+    "invitations",
+    metadata,
+    sa.Column("token_hash", sa.LargeBinary(32), primary_key=True),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("expires_us", sa.BigInteger, nullable=False),
+    sa.Column("used_us", sa.BigInteger),
+)
+
+recovery_codes = sa.Table(
+    "recovery_codes",
+    metadata,
+    sa.Column("code_hash", sa.LargeBinary(32), primary_key=True),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("used_us", sa.BigInteger),
+    sa.Index(None, "user_id"),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("token_hash", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_us", sa.BigInteger, nullable=False),
+    sa.Column("expires_us", sa.BigInteger, nullable=False),  # absolute timeout
+    sa.Column("auth_us", sa.BigInteger, nullable=False),  # last password + TOTP
+    sa.Column("restricted", sa.String(32)),  # "password_expired": change it first
+    sa.Column("source", sa.String(64)),
+    sa.Column("revoked_us", sa.BigInteger),
+    sa.Index(None, "user_id"),
+)
+
+delegations = sa.Table(
+    "delegations",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("orgs.id"), nullable=False),
+    sa.Column("practitioner_id", sa.String(40), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("delegate_id", sa.String(40), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("scopes", sa.String(200), nullable=False),  # comma-separated scope names
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("revoked_us", sa.BigInteger),
+    sa.Index(None, "delegate_id"),
+)
+
+care_relationships = sa.Table(
+    "care_relationships",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("orgs.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # server.policy.RelationKind
+    sa.Column("actor_id", sa.String(40), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("patient_id", sa.String(40), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("ref_id", sa.String(64)),  # consultation or EEG exam id
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("ended_us", sa.BigInteger),
+    sa.Index(None, "actor_id"),
+    sa.Index(None, "patient_id"),
+)

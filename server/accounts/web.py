@@ -1,0 +1,206 @@
+"""The HTTP shell of the accounts API: endpoint table, request context, errors.
+
+:class:`Endpoint` is plain data (method, path, body and reply types, auth
+mode, handler); :func:`build_routes` turns the table into Starlette routes and
+:mod:`server.accounts.openapi` into the OpenAPI document, so the two cannot
+disagree. Each request:
+
+1. reads the body as JSON into the endpoint's Struct (unknown fields, wrong
+   types, bounds: ``bad_request``; not JSON: ``unsupported_media_type``);
+2. authenticates (``public``: Origin / Sec-Fetch-Site checked when present;
+   ``session``: bearer token, or the cookie plus CSRF token and Origin for
+   state-changing methods; a ``password_expired`` session only reaches
+   endpoints marked ``restricted_ok``);
+3. calls the handler and encodes its reply.
+
+Every error is ``{"error": {"code", "message"}}`` with the code's status;
+an unexpected exception is logged (type only) and answered ``internal``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.accounts import csrf
+from server.accounts.errors import ApiError
+from server.accounts.passwords import HasherBusyError
+from server.accounts.schemas import ErrorBody, ErrorDetail
+from server.accounts.service import AccountService, Caller
+from server.broker.base import BrokerError
+
+log = logging.getLogger(__name__)
+
+Auth = Literal["public", "session", "restricted_ok"]
+PATH_PARAM = re.compile(r"^[a-z]-[0-9a-f]{1,38}$")
+MAX_BODY_BYTES = 65536
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass
+class Context:
+    """What a handler gets: the request, its typed body, the caller, the source address."""
+
+    request: Request
+    body: Any
+    caller: Caller | None
+    source: str | None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def me(self) -> Caller:
+        """The authenticated caller (only for ``session`` endpoints)."""
+        assert self.caller is not None
+        return self.caller
+
+    def param(self, name: str) -> str:
+        """A path parameter (already checked against the id pattern)."""
+        return str(self.request.path_params[name])
+
+
+Handler = Callable[[Context], Awaitable[msgspec.Struct]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation of the API (plain data, shared with the OpenAPI builder)."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    reply: type[msgspec.Struct]
+    body: type[msgspec.Struct] | None = None
+    auth: Auth = "session"
+    status: int = 200
+    errors: tuple[str, ...] = ()
+
+    @property
+    def operation_id(self) -> str:
+        """A stable id for OpenAPI (the handler's name)."""
+        return self.handler.__name__.lstrip("_")
+
+
+def error_response(exc: ApiError) -> Response:
+    """The JSON answer of an :class:`ApiError`."""
+    body = msgspec.json.encode(ErrorBody(ErrorDetail(exc.code, exc.message)))
+    return Response(body, status_code=exc.status, media_type="application/json")
+
+
+@dataclass
+class Shell:
+    """Request handling shared by every endpoint."""
+
+    service: AccountService
+    csrf_key: bytes
+    allowed_origins: Collection[str]
+    client_address: Callable[[Request], str | None]
+
+    async def _read(self, request: Request, body_type: type[msgspec.Struct] | None) -> Any:
+        raw = await request.body()
+        if body_type is None:
+            return None
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError("bad_request", "body too large")
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if ctype != "application/json":
+            raise ApiError("unsupported_media_type")
+        try:
+            return msgspec.json.decode(raw or b"{}", type=body_type)
+        except msgspec.ValidationError as exc:
+            raise ApiError("bad_request", str(exc)) from None
+        except msgspec.DecodeError:
+            raise ApiError("bad_request", "the body is not valid JSON") from None
+
+    async def _caller(self, request: Request, ep: Endpoint) -> Caller | None:
+        headers = request.headers
+        if ep.auth == "public":
+            if not csrf.origin_ok(headers, self.allowed_origins, require=False):
+                raise ApiError("origin_refused")
+            return None
+        authz = headers.get("authorization", "")
+        if authz[:7].lower() == "bearer ":
+            caller = await self.service.authenticate(authz[7:].strip())
+        else:
+            token = request.cookies.get(csrf.COOKIE_NAME)
+            if not token:
+                raise ApiError("unauthenticated")
+            caller = await self.service.authenticate(token)
+            if request.method not in csrf.SAFE_METHODS:
+                if not csrf.origin_ok(headers, self.allowed_origins, require=True):
+                    raise ApiError("origin_refused")
+                if not csrf.csrf_ok(self.csrf_key, token, headers.get(csrf.CSRF_HEADER)):
+                    raise ApiError("csrf_failed")
+        if caller.session.restricted and ep.auth != "restricted_ok":
+            raise ApiError("password_expired")
+        return caller
+
+    def wrap(self, ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        """The Starlette endpoint function for ``ep``."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                for value in request.path_params.values():
+                    if not PATH_PARAM.fullmatch(str(value)):
+                        raise ApiError("not_found")
+                body = await self._read(request, ep.body)
+                caller = await self._caller(request, ep)
+                ctx = Context(request, body, caller, self.client_address(request))
+                reply = await ep.handler(ctx)
+            except ApiError as exc:
+                return error_response(exc)
+            except HasherBusyError:
+                return error_response(ApiError("unavailable"))
+            except BrokerError:
+                log.warning("broker unavailable", extra={"path": ep.path})
+                return error_response(ApiError("unavailable"))
+            except Exception as exc:
+                log.error(
+                    "accounts endpoint failed", extra={"path": ep.path, "error": type(exc).__name__}
+                )
+                return error_response(ApiError("internal"))
+            response = Response(
+                msgspec.json.encode(reply), status_code=ep.status, media_type="application/json"
+            )
+            response.headers["cache-control"] = "no-store"
+            for name, value in ctx.headers:
+                response.headers.append(name, value)
+            return response
+
+        endpoint.__name__ = ep.operation_id
+        return endpoint
+
+
+def build_routes(shell: Shell, endpoints: list[Endpoint]) -> list[Route]:
+    """Starlette routes for the endpoint table (one Route per path, methods merged)."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for ep in endpoints:
+        by_path.setdefault(ep.path, {})[ep.method] = ep
+    routes = []
+    # static paths first: /me/sessions/revoke-others before /me/sessions/{session_id}
+    for path, methods in sorted(by_path.items(), key=lambda item: "{" in item[0]):
+        wrapped = {m: shell.wrap(ep) for m, ep in methods.items()}
+
+        async def dispatch(request: Request, _w: dict[str, Any] = wrapped) -> Response:
+            handler = _w.get(request.method) or (
+                _w.get("GET") if request.method == "HEAD" else None
+            )
+            if handler is None:
+                return error_response(ApiError("method_not_allowed"))
+            response: Response = await handler(request)
+            return response
+
+        routes.append(
+            Route(
+                path, dispatch, methods=[*methods, "HEAD", "PUT", "PATCH", "DELETE", "POST", "GET"]
+            )
+        )
+    return routes

@@ -1,0 +1,172 @@
+"""Administration over HTTP: organisation isolation, roles, delegation, care, disable."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.accountstest import Enrolled, Env, enrol
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def _two_orgs(env: Env, http: httpx.AsyncClient) -> tuple[Enrolled, Enrolled, Enrolled]:
+    a = await env.accounts.admin.create_org(None, "Clinique A")
+    b = await env.accounts.admin.create_org(None, "Hopital B")
+    now = env.clock()
+    admin_a = await enrol(http, env.accounts, a.id, "admin", "admin@a.example", now)
+    admin_b = await enrol(http, env.accounts, b.id, "admin", "admin@b.example", now)
+    pract_b = await enrol(http, env.accounts, b.id, "practitioner", "doc@b.example", now)
+    return admin_a, admin_b, pract_b
+
+
+async def test_admin_of_a_cannot_see_or_touch_b(env: Env) -> None:
+    async with env.client() as http:
+        admin_a, admin_b, pract_b = await _two_orgs(env, http)
+        h = bearer(admin_a.token)
+        r = await http.get("/orgs", headers=h)
+        assert [o["id"] for o in r.json()["orgs"]] == [admin_a.org_id]
+        r = await http.get(f"/orgs/{admin_b.org_id}/users", headers=h)
+        assert r.status_code == 404
+        r = await http.get(f"/users/{pract_b.user_id}", headers=h)
+        assert r.status_code == 404
+        for path in ("disable", "unlock"):
+            r = await http.post(f"/users/{pract_b.user_id}/{path}", headers=h)
+            assert r.status_code == 404, path
+        r = await http.post(f"/users/{pract_b.user_id}/role", json={"role": "admin"}, headers=h)
+        assert r.status_code == 404
+        r = await http.post(
+            f"/orgs/{admin_b.org_id}/users",
+            headers=h,
+            json={"role": "admin", "name": "Eve", "email": "eve@x.example"},
+        )
+        assert r.status_code == 404
+        # B's admin still sees its practitioner, active
+        r = await http.get(f"/users/{pract_b.user_id}", headers=bearer(admin_b.token))
+        assert r.status_code == 200
+        assert r.json()["status"] == "active"
+        # own organisation works
+        r = await http.get(f"/orgs/{admin_a.org_id}/users", headers=h)
+        assert [u["id"] for u in r.json()["users"]] == [admin_a.user_id]
+    denied = [e for e in env.audit.events if e.action.value == "denied"]
+    assert denied
+    assert all(e.reason == "other_org" for e in denied)
+
+
+async def test_admin_invites_but_not_superadmins(env: Env, org_id: str) -> None:
+    async with env.client() as http:
+        admin = await enrol(http, env.accounts, org_id, "admin", "adm@a.example", env.clock())
+        h = bearer(admin.token)
+        r = await http.post(
+            f"/orgs/{org_id}/users",
+            headers=h,
+            json={"role": "superadmin", "name": "Mallory", "email": "m@a.example"},
+        )
+        assert r.status_code == 403
+        r = await http.post(
+            f"/orgs/{org_id}/users",
+            headers=h,
+            json={"role": "secretary", "name": "Sam", "email": "sam@a.example", "guest_days": 7},
+        )
+        assert r.status_code == 201
+        assert len(r.json()["invitation_token"]) >= 43
+        r = await http.post(
+            f"/orgs/{org_id}/users",
+            headers=h,
+            json={"role": "secretary", "name": "Sam", "email": "SAM@a.example"},
+        )
+        assert r.status_code == 409
+        r = await http.post("/orgs", headers=h, json={"name": "Rogue"})
+        assert r.status_code in (403, 404)
+
+
+async def test_superadmin_crosses_orgs_audited(env: Env, org_id: str) -> None:
+    async with env.client() as http:
+        inv = await env.accounts.admin.create_superadmin("Root", "root@platform.example")
+        from server.accounts import totp
+        from tests.accountstest import PASSWORD, secret_of
+
+        r = await http.post("/invitations/accept", json={"token": inv.token, "password": PASSWORD})
+        secret = secret_of(r.json()["otpauth_uri"])
+        code = totp.code_at(secret, totp.step_at(env.clock()))
+        r = await http.post("/mfa/enrol", json={"challenge": r.json()["challenge"], "code": code})
+        root = r.json()["token"]
+        r = await http.get(f"/orgs/{org_id}/users", headers=bearer(root))
+        assert r.status_code == 200
+        r = await http.post("/orgs", headers=bearer(root), json={"name": "Clinique C"})
+        assert r.status_code == 201
+    assert any(e.action.value == "admin" and e.reason == "cross_org" for e in env.audit.events)
+
+
+async def test_role_change_needs_reauth(env: Env, org_id: str) -> None:
+    async with env.client() as http:
+        admin = await enrol(http, env.accounts, org_id, "admin", "ad2@a.example", env.clock())
+        sec = await enrol(http, env.accounts, org_id, "secretary", "se2@a.example", env.clock())
+        r = await http.post(
+            f"/users/{sec.user_id}/role", json={"role": "practitioner"}, headers=bearer(admin.token)
+        )
+        assert r.status_code == 200
+        assert r.json()["role"] == "practitioner"
+        env.clock.advance(600)
+        r = await http.post(
+            f"/users/{sec.user_id}/role", json={"role": "admin"}, headers=bearer(admin.token)
+        )
+        assert r.json()["error"]["code"] == "reauth_required"
+    assert "role_grant" in env.audit.actions()
+
+
+async def test_delegation_grant_and_revoke(env: Env, org_id: str) -> None:
+    async with env.client() as http:
+        doc = await enrol(http, env.accounts, org_id, "practitioner", "d@a.example", env.clock())
+        sec = await enrol(http, env.accounts, org_id, "secretary", "s@a.example", env.clock())
+        pat = await enrol(http, env.accounts, org_id, "patient", "p@a.example", env.clock())
+        body = {"practitioner_id": doc.user_id, "delegate_id": sec.user_id, "scopes": ["contact"]}
+        r = await http.post("/delegations", json=body, headers=bearer(sec.token))
+        assert r.status_code == 403  # a secretary cannot delegate to themself
+        bad = {**body, "delegate_id": pat.user_id}
+        r = await http.post("/delegations", json=bad, headers=bearer(doc.token))
+        assert r.status_code == 403  # only to a secretary
+        r = await http.post("/delegations", json=body, headers=bearer(doc.token))
+        assert r.status_code == 201
+        did = r.json()["id"]
+        r = await http.get("/me/delegations", headers=bearer(sec.token))
+        assert r.json()["delegations"][0]["scopes"] == ["contact"]
+        r = await http.delete(f"/delegations/{did}", headers=bearer(doc.token))
+        assert r.status_code == 200
+        r = await http.get("/me/delegations", headers=bearer(sec.token))
+        assert r.json()["delegations"] == []
+    actions = env.audit.actions()
+    assert "delegation_grant" in actions
+    assert "delegation_revoke" in actions
+
+
+async def test_disable_revokes_all_sessions(env: Env, org_id: str) -> None:
+    async with env.client() as http:
+        admin = await enrol(http, env.accounts, org_id, "admin", "ad3@a.example", env.clock())
+        pat = await enrol(http, env.accounts, org_id, "patient", "p3@a.example", env.clock())
+        r = await http.post(f"/users/{pat.user_id}/disable", headers=bearer(admin.token))
+        assert r.status_code == 200
+        assert r.json()["status"] == "disabled"
+        assert (await http.get("/session", headers=bearer(pat.token))).status_code == 401
+    assert "account_disable" in env.audit.actions()
+
+
+async def test_care_relationships(env: Env, org_id: str) -> None:
+    async with env.client() as http:
+        admin = await enrol(http, env.accounts, org_id, "admin", "ad4@a.example", env.clock())
+        doc = await enrol(http, env.accounts, org_id, "practitioner", "d4@a.example", env.clock())
+        pat = await enrol(http, env.accounts, org_id, "patient", "p4@a.example", env.clock())
+        body = {"kind": "follows", "actor_id": doc.user_id, "patient_id": pat.user_id}
+        r = await http.post("/care-relationships", json=body, headers=bearer(doc.token))
+        assert r.status_code == 403
+        wrong = {**body, "kind": "eeg_technician"}
+        r = await http.post("/care-relationships", json=wrong, headers=bearer(admin.token))
+        assert r.status_code == 403
+        r = await http.post("/care-relationships", json=body, headers=bearer(admin.token))
+        assert r.status_code == 201
+        rels = await env.accounts.admin.relations.relationships_of([pat.user_id])
+        assert [(rel.kind, rel.actor_id) for _, rel in rels] == [("follows", doc.user_id)]
+        r = await http.delete(f"/care-relationships/{r.json()['id']}", headers=bearer(admin.token))
+        assert r.status_code == 200
+        assert await env.accounts.admin.relations.relationships_of([pat.user_id]) == []
