@@ -1,0 +1,147 @@
+"""``medhub-chat``: sign in, list presence, send to and tail a conversation.
+
+    medhub-chat --server https://hub.example login --email me@example.org
+    medhub-chat presence [--user u-1 ...]        # default: my contacts
+    medhub-chat conversations
+    medhub-chat send CONV "text"                 # prints the seq once committed
+    medhub-chat tail CONV [--after N]            # prints events until Ctrl-C
+
+``login`` asks for the password, then the TOTP code, and stores the session
+token in ``$XDG_CONFIG_HOME/medhub/session.json`` (default ``~/.config``),
+mode 0600. Exit codes: 0 ok, 1 refused (sign-in or hub error), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from clients.sdk import HubError, MedhubClient, SignInError, sign_in
+
+
+def session_path() -> Path:
+    """Where the session token is kept."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "medhub" / "session.json"
+
+
+def save_session(server: str, token: str) -> Path:
+    """Write the session file with mode 0600 (created so, never world-readable)."""
+    path = session_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"server": server, "token": token}, fh)
+    os.chmod(path, 0o600)
+    return path
+
+
+def load_session() -> dict[str, str]:
+    """The stored session; raises SystemExit(2) when there is none."""
+    try:
+        data: dict[str, str] = json.loads(session_path().read_text())
+    except (OSError, ValueError):
+        raise SystemExit("not signed in: run `medhub-chat login` first") from None
+    return data
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medhub-chat", description=__doc__.split("\n")[0])
+    p.add_argument("--server", help="hub base URL (default: the one you logged in to)")
+    p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    sub = p.add_subparsers(dest="command", required=True)
+    login = sub.add_parser("login", help="sign in with password then TOTP")
+    login.add_argument("--email", required=True)
+    pres = sub.add_parser("presence", help="list presence (default: my contacts)")
+    pres.add_argument("--user", action="append", default=[])
+    sub.add_parser("conversations", help="my conversations with unread counts")
+    send = sub.add_parser("send", help="send a message")
+    send.add_argument("conv")
+    send.add_argument("text")
+    tail = sub.add_parser("tail", help="print a conversation's events as they come")
+    tail.add_argument("conv")
+    tail.add_argument("--after", type=int, default=None, help="replay after this seq")
+    return p
+
+
+async def _login(args: argparse.Namespace, password: str, code: str) -> int:
+    server = args.server or "http://127.0.0.1:8000"
+    info = await sign_in(server, args.email, password, code)
+    path = save_session(server, info.token)
+    print(f"signed in as {info.user_id} ({info.role}, {info.org_id}); session saved to {path}")
+    return 0
+
+
+def _show(event: Any, as_json: bool) -> None:
+    data = event.data
+    if as_json:
+        import msgspec
+
+        print(json.dumps({"ch": event.ch, "seq": event.seq, "kind": event.kind,
+                          "data": msgspec.to_builtins(data)}), flush=True)  # fmt: skip
+    elif event.kind == "message":
+        print(f"[{event.seq}] {data.sender}: {data.text}", flush=True)
+    elif event.kind == "edit":
+        print(f"[{event.seq}] {data.sender} edited #{data.target}: {data.text}", flush=True)
+    elif event.kind == "delete":
+        print(f"[{event.seq}] {data.sender} deleted #{data.target}", flush=True)
+    else:
+        print(f"({event.kind}) {data}", flush=True)
+
+
+async def _connected(args: argparse.Namespace) -> int:
+    stored = load_session()
+    client = MedhubClient(args.server or stored["server"], token=stored["token"])
+    await client.connect()
+    try:
+        if args.command == "presence":
+            states = await client.presence(args.user, contacts=not args.user)
+            for s in states:
+                seen = f"  last seen {s.last_seen}" if s.last_seen else ""
+                print(f"{s.user:<24} {s.state}{seen}")
+        elif args.command == "conversations":
+            for c in await client.conversations():
+                print(
+                    f"{c['conv']}  {c['kind']:<12} unread {c['unread']:<4} {c.get('title') or ''}"
+                )
+        elif args.command == "send":
+            print(await client.send_message(args.conv, args.text))
+        elif args.command == "tail":
+            if args.after is None:
+                last = next(
+                    (c["last_seq"] for c in await client.conversations() if c["conv"] == args.conv),
+                    0,
+                )
+                args.after = max(0, last - 20)
+            await client.follow(args.conv, after_seq=args.after)
+            async for event in client.events():
+                _show(event, args.json)
+    finally:
+        await client.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``medhub-chat``."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "login":
+            password = getpass.getpass("Password: ")
+            code = input("TOTP code: ").strip()
+            return asyncio.run(_login(args, password, code))
+        return asyncio.run(_connected(args))
+    except (SignInError, HubError) as exc:
+        print(f"medhub-chat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Chat: conversations, ordered persisted messages, history, resume, receipts, typing."""

@@ -1,0 +1,457 @@
+"""The chat capability: request handlers over the store, the writer and the fan-out.
+
+Every handler authorises with :mod:`server.chat.access` (over the policy) and
+audits: ``create`` for a conversation or message, ``update`` / ``delete`` for
+an edit, a delete or a receipt, ``read`` for history, sync and listing,
+``denied`` (with the policy's reason) for each refusal. Audit entries carry
+pseudonymous ids only, never a text. Decisions are cached per (user,
+conversation, action) for ``access_ttl_s`` seconds: a revoked right stops
+working within that time.
+
+Handler errors (``HandlerError``): ``not_found`` (no such conversation,
+message or consultation, or an unknown member), ``forbidden`` (the policy
+refused), ``bad_request`` (a direct conversation with itself, a message
+already deleted), ``unavailable`` (the store or the broker failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import msgspec
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from protocol.chat import (
+    TYPING_INTERVAL_S,
+    ChatCreate,
+    ChatDelete,
+    ChatEdit,
+    ChatEvent,
+    ChatHistory,
+    ChatList,
+    ChatReceipt,
+    ChatSend,
+    ChatSync,
+    ChatTyping,
+    ChatUnfollow,
+    ChatVersions,
+    channel_of,
+)
+from protocol.errors import ErrorCode
+from protocol.messages import Event
+from server import policy
+from server.audit.events import Action as AuditAction
+from server.audit.events import AuditEvent
+from server.audit.events import Result as AuditResult
+from server.broker.base import Broker, BrokerError
+from server.chat import access, store
+from server.chat.facts import Facts, subject_of
+from server.chat.fanout import Fanout
+from server.chat.writer import ChatWriter, Stored, WriterClosedError
+from server.connection import Connection
+from server.hub import AuditRecorder
+from server.policy import Action
+from server.router import Deferred, HandlerError, RequestContext, Router
+from server.security.crypto import Keyring
+from server.store.db import Database
+
+log = logging.getLogger(__name__)
+
+#: Seconds an access decision is reused for the same user, conversation and action.
+ACCESS_TTL_S = 5.0
+
+
+class ChatService:
+    """Chat of one node. ``start`` / ``close`` from the lifespan; ``register`` routes."""
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        keys: Keyring,
+        facts: Facts,
+        audit: AuditRecorder,
+        *,
+        access_ttl_s: float = ACCESS_TTL_S,
+        durable: bool = True,
+    ) -> None:
+        self.db, self.broker, self.keys, self.facts, self.audit = db, broker, keys, facts, audit
+        self.access_ttl_s = access_ttl_s
+        self.fanout = Fanout(broker, self._read_range, self._read_last)
+        self.writer = ChatWriter(db, keys, self._committed, durable=durable)
+        self._access: dict[tuple[str, str | None, str, str], tuple[float, store.Conversation]] = {}
+
+    def register(self, router: Router) -> None:
+        """Route every chat request type to its handler."""
+        router.add(ChatCreate, self.create)
+        router.add(ChatList, self.list)
+        router.add(ChatSend, self.send)
+        router.add(ChatEdit, self.edit)
+        router.add(ChatDelete, self.delete)
+        router.add(ChatHistory, self.history)
+        router.add(ChatSync, self.sync)
+        router.add(ChatUnfollow, self.unfollow)
+        router.add(ChatReceipt, self.receipt)
+        router.add(ChatTyping, self.typing)
+        router.add(ChatVersions, self.versions)
+
+    async def start(self) -> None:
+        """Start the batching writer."""
+        await self.writer.start()
+
+    async def close(self) -> None:
+        """Write what is queued and drop every subscription."""
+        await self.writer.close()
+        await self.fanout.close()
+
+    def connection_opened(self, conn: Connection) -> None:
+        """Nothing to do: a socket follows conversations once it calls ``chat.sync``."""
+
+    def connection_closed(self, conn: Connection) -> None:
+        """Forget a closed socket's subscriptions (called by the lifecycle hook)."""
+        self.fanout.drop(conn)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _audit(
+        self, ctx: RequestContext, action: AuditAction, target_type: str, target_id: str,
+        reason: str | None = None, result: AuditResult = AuditResult.OK,
+    ) -> None:  # fmt: skip
+        p = ctx.principal
+        self.audit.record(
+            AuditEvent(
+                action=action, result=result, actor=p.user_id, acting_for=p.acting_for,
+                role=p.role, org=p.org_id, target_type=target_type, target_id=target_id,
+                reason=reason, source=ctx.connection.client_address,
+                request_id=ctx.connection.conn_id,
+            )
+        )  # fmt: skip
+
+    def _deny(
+        self, ctx: RequestContext, target_type: str, target_id: str, reason: str
+    ) -> HandlerError:
+        self._audit(ctx, AuditAction.DENIED, target_type, target_id, reason, AuditResult.DENIED)
+        return HandlerError(ErrorCode.FORBIDDEN, "not allowed")
+
+    async def _subject(self, ctx: RequestContext) -> policy.Subject:
+        p = ctx.principal
+        return await subject_of(self.facts, p.user_id, p.org_id, p.role, p.acting_for)
+
+    async def _authorise(
+        self, ctx: RequestContext, conv_id: str, action: Action
+    ) -> store.Conversation:
+        """The conversation, once ``action`` is allowed; raises HandlerError (audited)."""
+        p = ctx.principal
+        key = (p.user_id, p.acting_for, conv_id, action.value)
+        now = time.monotonic()
+        hit = self._access.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            async with self.db.begin(readonly=True) as conn:
+                conv = await store.conversation(conn, self.keys, conv_id)
+                mine = await store.member(conn, conv_id, p.user_id) if conv else None
+            if conv is None:
+                raise self._deny_missing(ctx, conv_id)
+            subject = await self._subject(ctx)
+            rels = frozenset[policy.Relationship]()
+            if conv.patient_id is not None:
+                rels = await self.facts.relationships_of([conv.patient_id])
+        except SQLAlchemyError as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
+        decision = access.conversation_access(
+            subject, action, conv, mine is not None, policy.Facts(rels)
+        )
+        if not decision:
+            raise self._deny(ctx, "conversation", conv_id, decision.reason)
+        if len(self._access) > 10_000:
+            self._access.clear()
+        self._access[key] = (now + self.access_ttl_s, conv)
+        return conv
+
+    def _deny_missing(self, ctx: RequestContext, conv_id: str) -> HandlerError:
+        self._audit(
+            ctx, AuditAction.DENIED, "conversation", conv_id, "not_found", AuditResult.DENIED
+        )
+        return HandlerError(ErrorCode.NOT_FOUND, "no such conversation")
+
+    async def _read_range(self, conv: str, after: int, until: int) -> list[ChatEvent]:
+        async with self.db.begin(readonly=True) as conn:
+            evs = await store.events(
+                conn, self.keys, conv, after=after, limit=max(until - after - 1, 1)
+            )
+        return [e for e in evs if e.seq < until]
+
+    async def _read_last(self, conv: str) -> int:
+        async with self.db.begin(readonly=True) as conn:
+            found = await store.conversation(conn, self.keys, conv)
+        return 0 if found is None else found.last_seq
+
+    def _committed(self, conv: str, events: list[ChatEvent]) -> None:
+        self.fanout.spawn(self.fanout.publish(conv, events))
+
+    # -- conversations ------------------------------------------------------------------
+    async def create(self, ctx: RequestContext, msg: ChatCreate) -> dict[str, Any]:
+        """Create or find a conversation (see ``ChatCreate``); the socket follows it."""
+        p = ctx.principal
+        subject = await self._subject(ctx)
+        members: dict[str, str]
+        patient: str | None = None
+        direct_key = None
+        if msg.kind == "consultation":
+            if msg.consultation is None:
+                raise HandlerError(ErrorCode.BAD_REQUEST, "consultation id required")
+            members, patient = await self._consultation_members(ctx, subject, msg.consultation)
+        else:
+            others = sorted(set(msg.members) - {p.user_id})
+            if not others or (msg.kind == "direct" and len(others) != 1):
+                raise HandlerError(
+                    ErrorCode.BAD_REQUEST, "a direct conversation has one other member"
+                )
+            found = await self.facts.users(others)
+            if len(found) != len(others):
+                raise self._deny(
+                    ctx, "user", next(u for u in others if u not in found), "unknown_user"
+                )
+            decision = access.staff_conversation_members(subject, found)
+            if not decision:
+                raise self._deny(ctx, "conversation", "new", decision.reason)
+            members = {u: f.role for u, f in found.items()}
+            members[p.user_id] = p.role
+            if msg.kind == "direct":
+                direct_key = "|".join(sorted(members))
+        conv_id, created = await self._insert(ctx, msg, members, patient, direct_key)
+        if created:
+            self._audit(ctx, AuditAction.CREATE, "conversation", conv_id)
+        att = await self.fanout.attach(ctx.connection, conv_id)
+        att.go_live(0)  # nothing to replay in a new conversation; an old one: use chat.sync
+        return {"conv": conv_id, "created": created}
+
+    async def _consultation_members(
+        self, ctx: RequestContext, subject: policy.Subject, consultation: str
+    ) -> tuple[dict[str, str], str]:
+        c = await self.facts.consultation(consultation)
+        if c is None:
+            raise HandlerError(ErrorCode.NOT_FOUND, "no such consultation")
+        rels = policy.Facts(await self.facts.relationships_of([c.patient_id]))
+        target = policy.Target(
+            "conversation", c.org_id, patient_id=c.patient_id, ref_id=consultation
+        )
+        decision = policy.decide(subject, Action.CHAT_WRITE, target, rels)
+        if not decision:
+            raise self._deny(ctx, "consultation", consultation, decision.reason)
+        delegations = await self.facts.delegations_of(c.practitioners)
+        ids = {c.patient_id, *c.practitioners}
+        ids |= {
+            d.delegate_id for d in delegations
+            if d.practitioner_id in c.practitioners and "consultations" in d.scopes
+        }  # fmt: skip
+        facts = await self.facts.users(ids)
+        members = {u: f.role for u, f in facts.items() if f.org_id == c.org_id}
+        if ctx.principal.user_id not in members:
+            raise self._deny(ctx, "consultation", consultation, "not_participant")
+        return members, c.patient_id
+
+    async def _insert(
+        self, ctx: RequestContext, msg: ChatCreate, members: dict[str, str],
+        patient: str | None, direct_key: str | None,
+    ) -> tuple[str, bool]:  # fmt: skip
+        p = ctx.principal
+        for _ in range(2):
+            try:
+                async with self.db.begin() as conn:
+                    existing = None
+                    if direct_key is not None:
+                        existing = await store.find_conversation(conn, direct_key=direct_key)
+                    elif msg.consultation is not None:
+                        existing = await store.find_conversation(
+                            conn, consultation_id=msg.consultation
+                        )
+                    if existing is not None:
+                        return existing, False
+                    conv_id = "c-" + secrets.token_hex(8)
+                    await store.create_conversation(
+                        conn, self.keys, conv=conv_id, kind=msg.kind, org=p.org_id,
+                        created_by=p.user_id, members=members, title=msg.title,
+                        consultation_id=msg.consultation, patient_id=patient,
+                        direct_key=direct_key,
+                    )  # fmt: skip
+                    return conv_id, True
+            except IntegrityError:
+                continue  # created concurrently by another request: find it
+            except SQLAlchemyError as exc:
+                raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
+        raise HandlerError(ErrorCode.CONFLICT, "conversation created concurrently; retry")
+
+    async def list(self, ctx: RequestContext, msg: ChatList) -> dict[str, Any]:
+        """The caller's conversations with positions and unread counts."""
+        p = ctx.principal
+        async with self.db.begin(readonly=True) as conn:
+            rows = await store.conversations_of(conn, self.keys, p.user_id)
+            out = []
+            for conv, me, unread in rows:
+                if conv.org != p.org_id:
+                    continue
+                mem = [m.user_id for m in await store.members(conn, conv.id)]
+                out.append(
+                    {"conv": conv.id, "kind": conv.kind, "title": conv.title, "members": mem,
+                     "last_seq": conv.last_seq, "read_seq": me.read_seq,
+                     "delivered_seq": me.delivered_seq, "unread": unread}
+                )  # fmt: skip
+        self._audit(ctx, AuditAction.READ, "conversation_list", p.user_id)
+        return {"conversations": out}
+
+    # -- messages ---------------------------------------------------------------------------
+    async def send(self, ctx: RequestContext, msg: ChatSend) -> Deferred:
+        """Store and publish a message; answers once committed (idempotent by client id).
+
+        Authorised and queued in request order; the reply is deferred until the
+        batch holding it commits, so one socket can have several sends in flight.
+        """
+        await self._authorise(ctx, msg.conv, Action.CHAT_WRITE)
+        try:
+            fut = self.writer.submit(
+                msg.conv, ctx.principal.user_id, msg.client_msg_id, msg.text, msg.record
+            )
+        except WriterClosedError as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "message not stored; retry") from exc
+        return Deferred(self._sent(ctx, msg, fut))
+
+    async def _sent(
+        self, ctx: RequestContext, msg: ChatSend, fut: asyncio.Future[Stored]
+    ) -> dict[str, Any]:
+        try:
+            stored = await fut
+        except LookupError as exc:
+            raise HandlerError(ErrorCode.NOT_FOUND, "no such conversation") from exc
+        except (SQLAlchemyError, OSError, WriterClosedError, RuntimeError) as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "message not stored; retry") from exc
+        if not stored.duplicate:
+            self._audit(ctx, AuditAction.CREATE, "chat_message", f"{msg.conv}.{stored.seq}")
+        return {"seq": stored.seq, "duplicate": stored.duplicate}
+
+    async def edit(self, ctx: RequestContext, msg: ChatEdit) -> dict[str, Any]:
+        """Edit my message (a version is kept)."""
+        ev = await self._change(ctx, msg.conv, msg.seq, msg.client_msg_id, msg.text)
+        self._audit(ctx, AuditAction.UPDATE, "chat_message", f"{msg.conv}.{msg.seq}")
+        return {"seq": ev.seq, "version": ev.version}
+
+    async def delete(self, ctx: RequestContext, msg: ChatDelete) -> dict[str, Any]:
+        """Delete my message (its versions are kept)."""
+        ev = await self._change(ctx, msg.conv, msg.seq, msg.client_msg_id, None)
+        self._audit(ctx, AuditAction.DELETE, "chat_message", f"{msg.conv}.{msg.seq}")
+        return {"seq": ev.seq}
+
+    async def _change(
+        self, ctx: RequestContext, conv: str, target: int, client_msg_id: str, text: str | None
+    ) -> ChatEvent:
+        await self._authorise(ctx, conv, Action.CHAT_WRITE)
+        try:
+            async with self.db.begin(durable=True) as conn:
+                ev = await store.change_message(
+                    conn, self.keys, conv=conv, target=target, actor=ctx.principal.user_id,
+                    client_msg_id=client_msg_id, text=text,
+                )  # fmt: skip
+        except LookupError as exc:
+            raise HandlerError(ErrorCode.NOT_FOUND, "no such message") from exc
+        except PermissionError as exc:
+            raise self._deny(ctx, "chat_message", f"{conv}.{target}", "not_author") from exc
+        except ValueError as exc:
+            raise HandlerError(ErrorCode.BAD_REQUEST, "message already deleted") from exc
+        except SQLAlchemyError as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "not stored; retry") from exc
+        self.fanout.spawn(self.fanout.publish(conv, [ev]))
+        return ev
+
+    async def versions(self, ctx: RequestContext, msg: ChatVersions) -> dict[str, Any]:
+        """Earlier versions of a message (who changed it, when, and the text before)."""
+        await self._authorise(ctx, msg.conv, Action.CHAT_READ)
+        async with self.db.begin(readonly=True) as conn:
+            found = await store.versions(conn, self.keys, msg.conv, msg.seq)
+        self._audit(ctx, AuditAction.READ, "chat_message", f"{msg.conv}.{msg.seq}")
+        return {"versions": found}
+
+    # -- reading ------------------------------------------------------------------------------
+    async def history(self, ctx: RequestContext, msg: ChatHistory) -> dict[str, Any]:
+        """A page of events before or after a seq, ascending."""
+        await self._authorise(ctx, msg.conv, Action.CHAT_READ)
+        async with self.db.begin(readonly=True) as conn:
+            evs = await store.events(
+                conn, self.keys, msg.conv, after=msg.after, before=msg.before, limit=msg.limit + 1
+            )
+        more = len(evs) > msg.limit
+        evs = (
+            evs[: msg.limit]
+            if msg.after is not None
+            else evs[len(evs) - min(len(evs), msg.limit) :]
+        )
+        self._audit(ctx, AuditAction.READ, "conversation", msg.conv)
+        return {"events": [msgspec.to_builtins(e) for e in evs], "more": more}
+
+    async def sync(self, ctx: RequestContext, msg: ChatSync) -> dict[str, Any]:
+        """Replay what the socket missed after ``after_seq``, then follow live."""
+        await self._authorise(ctx, msg.conv, Action.CHAT_READ)
+        conn = ctx.connection
+        try:
+            att = await self.fanout.attach(conn, msg.conv)
+        except BrokerError as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
+        try:
+            async with self.db.begin(readonly=True) as db:
+                evs = await store.events(
+                    db, self.keys, msg.conv, after=msg.after_seq, limit=msg.limit + 1
+                )
+        except SQLAlchemyError as exc:
+            self.fanout.detach(conn, msg.conv)
+            raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
+        caught_up = len(evs) <= msg.limit
+        evs = evs[: msg.limit]
+        ch = channel_of(msg.conv)
+        for ev in evs:
+            conn.send(Event(ch=ch, seq=ev.seq, kind=ev.kind, data=ev))
+        last = evs[-1].seq if evs else msg.after_seq
+        if caught_up:
+            att.go_live(last)
+        else:
+            self.fanout.detach(conn, msg.conv)
+        self._audit(ctx, AuditAction.READ, "conversation", msg.conv)
+        return {"last_seq": last, "caught_up": caught_up}
+
+    async def unfollow(self, ctx: RequestContext, msg: ChatUnfollow) -> dict[str, Any]:
+        """Stop following a conversation on this socket."""
+        self.fanout.detach(ctx.connection, msg.conv)
+        return {}
+
+    # -- receipts and typing ----------------------------------------------------------------------
+    async def receipt(self, ctx: RequestContext, msg: ChatReceipt) -> dict[str, Any]:
+        """Move my delivered / read position forward and tell the followers."""
+        await self._authorise(ctx, msg.conv, Action.CHAT_READ)
+        user = ctx.principal.user_id
+        try:
+            async with self.db.begin() as db:
+                me = await store.advance_receipt(db, msg.conv, user, msg.kind, msg.seq)
+        except LookupError as exc:
+            raise HandlerError(ErrorCode.NOT_FOUND, "not a member") from exc
+        except SQLAlchemyError as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
+        data = {"user": user, "delivered_seq": me.delivered_seq, "read_seq": me.read_seq}
+        self.fanout.spawn(self.fanout.publish_ephemeral(msg.conv, "receipt", data))
+        self._audit(ctx, AuditAction.UPDATE, "chat_receipt", msg.conv)
+        return {"delivered_seq": me.delivered_seq, "read_seq": me.read_seq}
+
+    async def typing(self, ctx: RequestContext, msg: ChatTyping) -> dict[str, Any]:
+        """Forward a typing indicator, at most one per user per conversation per interval."""
+        await self._authorise(ctx, msg.conv, Action.CHAT_WRITE)
+        user = ctx.principal.user_id
+        try:
+            fresh = await self.broker.set_if_absent(
+                f"chat-typing:{msg.conv}:{user}", b"1", ttl_s=TYPING_INTERVAL_S
+            )
+            if fresh:
+                await self.fanout.publish_ephemeral(msg.conv, "typing", {"user": user})
+        except BrokerError as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
+        return {"forwarded": fresh}

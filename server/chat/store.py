@@ -1,0 +1,419 @@
+"""Chat storage: SQL for conversations, members and the per-conversation event log.
+
+Every function takes an open ``AsyncConnection`` inside a transaction (the
+caller owns it: ``async with db.begin() as conn``) so several steps commit
+together. Text is sealed with the :class:`~server.security.crypto.Keyring`
+under AAD ``chat_message.body.<conv>:<seq>`` (versions: ``...:<seq>:<version>``).
+
+Sequence numbers are allocated by :func:`allocate` with ``UPDATE ... SET
+last_seq = last_seq + n RETURNING last_seq`` in the transaction that inserts
+the events: the row lock (PostgreSQL) or the write lock (SQLite ``BEGIN
+IMMEDIATE``) serialises allocators, so committed seqs of a conversation are
+always contiguous from 1 and no two nodes ever hand out the same one.
+
+Raises SQLAlchemy errors from the driver, and ``CryptoError`` for a body that
+does not open.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from protocol.chat import ChatEvent
+from server.chat.tables import chat_conversation, chat_member, chat_message, chat_message_version
+from server.security.crypto import Keyring, aad
+
+
+def now_us() -> int:
+    """The current UTC time in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def _aad(conv: str, seq: int, version: int | None = None) -> bytes:
+    row = f"{conv}:{seq}" if version is None else f"{conv}:{seq}:{version}"
+    return aad("chat_message", "body", row)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A conversation row (title already opened)."""
+
+    id: str
+    kind: str
+    org: str
+    title: str | None
+    consultation_id: str | None
+    patient_id: str | None
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One membership row."""
+
+    user_id: str
+    role: str
+    delivered_seq: int
+    read_seq: int
+
+
+# -- conversations -------------------------------------------------------------------
+async def conversation(conn: AsyncConnection, keys: Keyring, conv: str) -> Conversation | None:
+    """The conversation ``conv``, or None."""
+    row = (
+        await conn.execute(sa.select(chat_conversation).where(chat_conversation.c.id == conv))
+    ).first()
+    return None if row is None else _conv(keys, row)
+
+
+def _conv(keys: Keyring, row: sa.Row[object]) -> Conversation:
+    m = row._mapping
+    title = m["title"]
+    opened = (
+        None
+        if title is None
+        else keys.open(title, aad("chat_conversation", "title", m["id"])).decode()
+    )
+    return Conversation(
+        m["id"],
+        m["kind"],
+        m["org"],
+        opened,
+        m["consultation_id"],
+        m["patient_id"],
+        int(m["last_seq"]),
+    )
+
+
+async def find_conversation(
+    conn: AsyncConnection, *, direct_key: str | None = None, consultation_id: str | None = None
+) -> str | None:
+    """The id of the direct conversation of a pair, or of a consultation's; None."""
+    c = chat_conversation.c
+    where = (
+        c.direct_key == direct_key
+        if direct_key is not None
+        else c.consultation_id == consultation_id
+    )
+    return (await conn.execute(sa.select(c.id).where(where))).scalar()
+
+
+async def create_conversation(
+    conn: AsyncConnection,
+    keys: Keyring,
+    *,
+    conv: str,
+    kind: str,
+    org: str,
+    created_by: str,
+    members: dict[str, str],
+    title: str | None = None,
+    consultation_id: str | None = None,
+    patient_id: str | None = None,
+    direct_key: str | None = None,
+) -> None:
+    """Insert a conversation and its ``members`` (user id -> role)."""
+    at = now_us()
+    sealed = (
+        None
+        if title is None
+        else keys.seal(title.encode(), aad("chat_conversation", "title", conv))
+    )
+    await conn.execute(
+        sa.insert(chat_conversation).values(
+            id=conv, kind=kind, org=org, title=sealed, consultation_id=consultation_id,
+            patient_id=patient_id, direct_key=direct_key, last_seq=0, created_by=created_by,
+            created_us=at,
+        )
+    )  # fmt: skip
+    await conn.execute(
+        sa.insert(chat_member),
+        [
+            {"conv_id": conv, "user_id": u, "role": r, "delivered_seq": 0, "read_seq": 0,
+             "joined_us": at}
+            for u, r in members.items()
+        ],
+    )  # fmt: skip
+
+
+async def member(conn: AsyncConnection, conv: str, user: str) -> Member | None:
+    """``user``'s membership of ``conv``, or None."""
+    c = chat_member.c
+    row = (
+        await conn.execute(sa.select(chat_member).where(c.conv_id == conv, c.user_id == user))
+    ).first()
+    if row is None:
+        return None
+    return Member(row.user_id, row.role, int(row.delivered_seq), int(row.read_seq))
+
+
+async def members(conn: AsyncConnection, conv: str) -> list[Member]:
+    """Every member of ``conv``."""
+    rows = await conn.execute(sa.select(chat_member).where(chat_member.c.conv_id == conv))
+    return [Member(r.user_id, r.role, int(r.delivered_seq), int(r.read_seq)) for r in rows]
+
+
+async def conversations_of(
+    conn: AsyncConnection, keys: Keyring, user: str
+) -> list[tuple[Conversation, Member, int]]:
+    """(conversation, my membership, unread count) of every conversation of ``user``."""
+    m, c, msg = chat_member.c, chat_conversation.c, chat_message.c
+    query = (
+        sa.select(chat_conversation, m.role, m.delivered_seq, m.read_seq)
+        .join(chat_member, m.conv_id == c.id)
+        .where(m.user_id == user)
+        .order_by(c.id)
+    )
+    out: list[tuple[Conversation, Member, int]] = []
+    for row in (await conn.execute(query)).all():
+        unread_q = sa.select(sa.func.count()).where(
+            msg.conv_id == row.id, msg.seq > row.read_seq, msg.kind == "message",
+            msg.sender != user, msg.deleted_us.is_(None),
+        )  # fmt: skip
+        unread = int((await conn.execute(unread_q)).scalar() or 0)
+        out.append(
+            (
+                _conv(keys, row),
+                Member(user, row.role, int(row.delivered_seq), int(row.read_seq)),
+                unread,
+            )
+        )
+    return out
+
+
+async def advance_receipt(
+    conn: AsyncConnection, conv: str, user: str, kind: str, seq: int
+) -> Member:
+    """Move ``user``'s ``delivered`` or ``read`` position forward to ``seq`` (never back,
+    never past the conversation's last seq).
+
+    Reading implies delivery. Raises LookupError when ``user`` is not a member.
+    """
+    last = (
+        await conn.execute(
+            sa.select(chat_conversation.c.last_seq).where(chat_conversation.c.id == conv)
+        )
+    ).scalar()
+    seq = min(seq, int(last or 0))
+    c = chat_member.c
+    row = (
+        await conn.execute(sa.select(chat_member).where(c.conv_id == conv, c.user_id == user))
+    ).first()
+    if row is None:
+        raise LookupError("not a member")
+    delivered, read = int(row.delivered_seq), int(row.read_seq)
+    delivered = max(delivered, seq)
+    if kind == "read":
+        read = max(read, seq)
+    await conn.execute(
+        sa.update(chat_member)
+        .where(c.conv_id == conv, c.user_id == user)
+        .values(delivered_seq=delivered, read_seq=read)
+    )
+    return Member(user, row.role, delivered, read)
+
+
+# -- the event log ---------------------------------------------------------------------
+async def allocate(conn: AsyncConnection, conv: str, count: int) -> int:
+    """Reserve ``count`` seqs of ``conv``; returns the first. Raises LookupError if no such conv."""
+    c = chat_conversation.c
+    result = await conn.execute(
+        sa.update(chat_conversation)
+        .where(c.id == conv)
+        .values(last_seq=c.last_seq + count)
+        .returning(c.last_seq)
+    )
+    last = result.scalar()
+    if last is None:
+        raise LookupError("no such conversation")
+    return int(last) - count + 1
+
+
+async def existing_ids(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], int]:
+    """Seqs of already stored (conv, sender, client_msg_id) keys among ``keys``."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    c = chat_message.c
+    convs = {k[0] for k in wanted}
+    ids = {k[2] for k in wanted}
+    rows = await conn.execute(
+        sa.select(c.conv_id, c.sender, c.client_msg_id, c.seq).where(
+            c.conv_id.in_(convs), c.client_msg_id.in_(ids)
+        )
+    )
+    found: dict[tuple[str, str, str], int] = {}
+    for r in rows:
+        key = (r.conv_id, r.sender, r.client_msg_id)
+        if key in wanted:
+            found[key] = int(r.seq)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to insert at ``seq``."""
+
+    conv: str
+    seq: int
+    sender: str
+    client_msg_id: str
+    text: str
+    record: str | None
+    at_us: int
+
+
+async def insert_messages(conn: AsyncConnection, keys: Keyring, rows: Sequence[NewMessage]) -> None:
+    """Insert ``rows`` (kind ``message``, version 1), sealing each text."""
+    if not rows:
+        return
+    await conn.execute(
+        sa.insert(chat_message),
+        [
+            {"conv_id": m.conv, "seq": m.seq, "kind": "message", "sender": m.sender,
+             "client_msg_id": m.client_msg_id, "created_us": m.at_us,
+             "body": keys.seal(m.text.encode(), _aad(m.conv, m.seq)), "record_ref": m.record,
+             "target_seq": None, "version": 1, "edited_us": None, "deleted_us": None}
+            for m in rows
+        ],
+    )  # fmt: skip
+
+
+async def change_message(
+    conn: AsyncConnection,
+    keys: Keyring,
+    *,
+    conv: str,
+    target: int,
+    actor: str,
+    client_msg_id: str,
+    text: str | None,
+) -> ChatEvent:
+    """Edit (``text`` given) or delete (``text`` None) message ``target`` of ``actor``.
+
+    Keeps the previous text as a version row, updates the message and appends
+    an ``edit`` / ``delete`` event at the next seq, which is returned. A retry
+    with the same ``client_msg_id`` returns the stored event. Raises
+    LookupError (no such message), PermissionError (not the author) or
+    ValueError (already deleted).
+    """
+    kind = "edit" if text is not None else "delete"
+    c = chat_message.c
+    again = (await existing_ids(conn, [(conv, actor, client_msg_id)])).get(
+        (conv, actor, client_msg_id)
+    )
+    if again is not None:
+        return (await events(conn, keys, conv, after=again - 1, limit=1))[0]
+    row = (
+        await conn.execute(sa.select(chat_message).where(c.conv_id == conv, c.seq == target))
+    ).first()
+    if row is None or row.kind != "message":
+        raise LookupError("no such message")
+    if row.sender != actor:
+        raise PermissionError("not the author")
+    if row.deleted_us is not None:
+        raise ValueError("already deleted")
+    at = now_us()
+    old_body = None
+    if row.body is not None:
+        old_body = keys.seal(
+            keys.open(row.body, _aad(conv, target)), _aad(conv, target, row.version)
+        )
+    await conn.execute(
+        sa.insert(chat_message_version).values(
+            conv_id=conv, seq=target, version=row.version, action=kind, actor=actor, at_us=at,
+            body=old_body,
+        )
+    )  # fmt: skip
+    version = int(row.version) + (1 if text is not None else 0)
+    values: dict[str, object] = {"version": version}
+    if text is not None:
+        values.update(body=keys.seal(text.encode(), _aad(conv, target)), edited_us=at)
+    else:
+        values.update(body=None, deleted_us=at)
+    await conn.execute(
+        sa.update(chat_message).where(c.conv_id == conv, c.seq == target).values(**values)
+    )
+    seq = await allocate(conn, conv, 1)
+    body = None if text is None else keys.seal(text.encode(), _aad(conv, seq))
+    await conn.execute(
+        sa.insert(chat_message).values(
+            conv_id=conv, seq=seq, kind=kind, sender=actor, client_msg_id=client_msg_id,
+            created_us=at, body=body, record_ref=None, target_seq=target, version=version,
+        )
+    )  # fmt: skip
+    return ChatEvent(
+        seq=seq, kind=kind, sender=actor, client_msg_id=client_msg_id, at=at // 1000,
+        text=text, target=target, version=version,
+    )  # fmt: skip
+
+
+async def events(
+    conn: AsyncConnection,
+    keys: Keyring,
+    conv: str,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[ChatEvent]:
+    """Up to ``limit`` events in ascending seq: the first ones after ``after``, or the
+    last ones before ``before`` (the newest ones when both are None)."""
+    c = chat_message.c
+    query = sa.select(chat_message).where(c.conv_id == conv)
+    if after is not None:
+        query = query.where(c.seq > after).order_by(c.seq).limit(limit)
+    else:
+        if before is not None:
+            query = query.where(c.seq < before)
+        query = query.order_by(c.seq.desc()).limit(limit)
+    rows = list((await conn.execute(query)).all())
+    if after is None:
+        rows.reverse()
+    return [_event(keys, conv, r) for r in rows]
+
+
+def _ms(us: object) -> int | None:
+    return None if us is None else int(us) // 1000  # type: ignore[call-overload]
+
+
+def _event(keys: Keyring, conv: str, r: sa.Row[object]) -> ChatEvent:
+    m = r._mapping
+    seq = int(m["seq"])
+    text = None if m["body"] is None else keys.open(m["body"], _aad(conv, seq)).decode()
+    return ChatEvent(
+        seq=seq, kind=m["kind"], sender=m["sender"], client_msg_id=m["client_msg_id"],
+        at=int(m["created_us"]) // 1000, text=text, record=m["record_ref"],
+        target=m["target_seq"], version=int(m["version"]), edited_at=_ms(m["edited_us"]),
+        deleted_at=_ms(m["deleted_us"]),
+    )  # fmt: skip
+
+
+async def versions(
+    conn: AsyncConnection, keys: Keyring, conv: str, seq: int
+) -> list[dict[str, object]]:
+    """Earlier versions of message ``seq``, oldest first (text None for a deleted body)."""
+    c = chat_message_version.c
+    rows = await conn.execute(
+        sa.select(chat_message_version).where(c.conv_id == conv, c.seq == seq).order_by(c.version)
+    )
+    out: list[dict[str, object]] = []
+    for r in rows:
+        text = None if r.body is None else keys.open(r.body, _aad(conv, seq, r.version)).decode()
+        out.append(
+            {
+                "version": r.version,
+                "action": r.action,
+                "by": r.actor,
+                "at": r.at_us // 1000,
+                "text": text,
+            }
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Presence: who is online, away, busy or in a call, across every node."""
