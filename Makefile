@@ -20,7 +20,7 @@ $(VENV)/.stamp-run: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -c constraints.txt -e '.[dev,redis,postgresql]'
+	$(PIP) install -c constraints.txt -e '.[dev,redis,postgresql,bench]'
 	touch $(VENV)/.stamp-run $@
 
 ## make run: set up, migrate, and serve on $(HOST):$(PORT) (SQLite under ./var, in-memory broker)
