@@ -22,11 +22,19 @@ Rules, in order:
    from a practitioner who follows the patient, within its scopes; an admin
    has no clinical access.
 
+5. Staff of one organisation see each other's presence and may talk in direct
+   or group conversations of their organisation (no patient involved); a
+   patient sees the presence of the staff who may see theirs (their care team,
+   and the secretaries acting for it); a consultation conversation follows
+   rule 4 on its patient, for members only. Superadmins are not part of
+   presence or chat: they neither see nor are seen, read nor write there.
+
 Later capabilities only supply facts: their actions are already named here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -316,3 +324,78 @@ def _delegated(subject: Subject, action: Action, patient: str, org: str, facts: 
         if _cares(facts, d.practitioner_id, patient, org):
             return allow("delegation")
     return deny("no_delegation")
+
+
+# -- presence and conversations (rule 5) ------------------------------------------------------
+STAFF_ROLES = frozenset(
+    {Role.PRACTITIONER, Role.SECRETARY, Role.TECHNICIAN, Role.INTERPRETER, Role.ADMIN}
+)
+
+
+def presence_visible(viewer: Subject, target: Subject, facts: Facts) -> Decision:
+    """May ``viewer`` see ``target``'s presence? (``target`` carries its delegations.)"""
+    if target.user_id == viewer.user_id:
+        return allow("self")
+    if target.org_id != viewer.org_id:
+        return deny("other_org")
+    if Role.SUPERADMIN in (viewer.role, target.role):
+        return deny("superadmin_hidden")
+    if viewer.role == Role.PATIENT:
+        if target.role == Role.PATIENT:
+            return deny("not_own_data")
+        reverse = decide(
+            target,
+            Action.PRESENCE_SEE,
+            Target("presence", target.org_id, user_id=viewer.user_id, patient_id=viewer.user_id),
+            facts,
+        )
+        return allow("care_team") if reverse else deny("not_care_team")
+    if target.role == Role.PATIENT:
+        return decide(
+            viewer,
+            Action.PRESENCE_SEE,
+            Target("presence", target.org_id, user_id=target.user_id, patient_id=target.user_id),
+            facts,
+        )
+    return allow("colleague")
+
+
+def conversation_access(
+    subject: Subject,
+    action: Action,
+    conversation: Target,
+    *,
+    consultation: bool,
+    is_member: bool,
+    facts: Facts,
+) -> Decision:
+    """May ``subject`` read (``chat.read``) or write (``chat.write``) in ``conversation``?
+
+    ``conversation`` is ``Target("conversation", org, id=..., patient_id=...,
+    ref_id=<consultation>)``; ``consultation`` tells its kind. Members only;
+    a consultation also needs rule 4 on its patient, so an ended care
+    relationship or a revoked delegation cuts access at once.
+    """
+    if conversation.org_id != subject.org_id:
+        return deny("other_org")
+    if subject.role == Role.SUPERADMIN:
+        return deny("superadmin_hidden")
+    if not is_member:
+        return deny("not_member")
+    if consultation:
+        return decide(subject, action, conversation, facts)
+    if subject.role not in STAFF_ROLES:
+        return deny("staff_only")
+    return allow("member")
+
+
+def staff_conversation(creator: Subject, members: Iterable[Subject]) -> Decision:
+    """May ``creator`` open a direct or group conversation with ``members``?"""
+    if creator.role not in STAFF_ROLES:
+        return deny("staff_only")
+    for member in members:
+        if member.org_id != creator.org_id:
+            return deny("other_org")
+        if member.role not in STAFF_ROLES:
+            return deny("staff_only")
+    return allow("colleagues")

@@ -3,7 +3,7 @@
 Who a user is (organisation, role, status), their live delegations, the care
 relationships around them (``follows``, ``consultation`` with its id), and the
 colleagues of an organisation. Decisions are not made here: they are
-:mod:`server.chat.access` (over :mod:`server.policy`).
+:mod:`server.policy` (rule 5).
 
 :class:`AccountsFacts` reads the accounts tables (read-only transactions).
 Raises SQLAlchemy errors from the driver only.

@@ -1,6 +1,6 @@
 """The chat capability: request handlers over the store, the writer and the fan-out.
 
-Every handler authorises with :mod:`server.chat.access` (over the policy) and
+Every handler authorises with :mod:`server.policy` (rule 5) and
 audits: ``create`` for a conversation or message, ``update`` / ``delete`` for
 an edit, a delete or a receipt, ``read`` for history, sync and listing,
 ``denied`` (with the policy's reason) for each refusal. Audit entries carry
@@ -48,7 +48,7 @@ from server.audit.events import Action as AuditAction
 from server.audit.events import AuditEvent
 from server.audit.events import Result as AuditResult
 from server.broker.base import Broker, BrokerError
-from server.chat import access, store
+from server.chat import store
 from server.chat.facts import Facts, subject_of
 from server.chat.fanout import Fanout
 from server.chat.writer import ChatWriter, Stored, WriterClosedError
@@ -162,9 +162,17 @@ class ChatService:
                 rels = await self.facts.relationships_of([conv.patient_id])
         except SQLAlchemyError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
-        decision = access.conversation_access(
-            subject, action, conv, mine is not None, policy.Facts(rels)
-        )
+        decision = policy.conversation_access(
+            subject,
+            action,
+            policy.Target(
+                "conversation", conv.org, id=conv.id, patient_id=conv.patient_id,
+                ref_id=conv.consultation_id,
+            ),
+            consultation=conv.kind == "consultation",
+            is_member=mine is not None,
+            facts=policy.Facts(rels),
+        )  # fmt: skip
         if not decision:
             raise self._deny(ctx, "conversation", conv_id, decision.reason)
         if len(self._access) > 10_000:
@@ -216,7 +224,9 @@ class ChatService:
                 raise self._deny(
                     ctx, "user", next(u for u in others if u not in found), "unknown_user"
                 )
-            decision = access.staff_conversation_members(subject, found)
+            decision = policy.staff_conversation(
+                subject, (policy.Subject(u, f.org_id, f.role) for u, f in found.items())
+            )
             if not decision:
                 raise self._deny(ctx, "conversation", "new", decision.reason)
             members = {u: f.role for u, f in found.items()}

@@ -16,8 +16,8 @@ the followed users, so a dead node's users turn offline for followers within
 about ``ttl_s + refresh_s``.
 
 Updates are applied by one worker per node in arrival order (a close never
-overtakes the open of the same socket). Visibility: :mod:`server.chat.access`
-over the policy; refusals are audited. Handler errors: ``bad_request`` (too
+overtakes the open of the same socket). Visibility: rule 5 of :mod:`server.policy`;
+refusals are audited. Handler errors: ``bad_request`` (too
 many users followed), ``unavailable`` (broker down).
 """
 
@@ -51,7 +51,6 @@ from server.audit.events import Action as AuditAction
 from server.audit.events import AuditEvent
 from server.audit.events import Result as AuditResult
 from server.broker.base import Broker, BrokerError, Subscription
-from server.chat import access
 from server.chat.facts import Facts, subject_of
 from server.connection import Connection
 from server.hub import AuditRecorder
@@ -290,7 +289,7 @@ class PresenceService:
             target = policy.Subject(
                 user, fact.org_id, fact.role, frozenset(d for d in dels if d.delegate_id == user)
             )
-            decision = access.presence_visible(viewer, fact, target, rels)
+            decision = policy.presence_visible(viewer, target, rels)
             if decision:
                 allowed.append(user)
             else:

@@ -20,7 +20,10 @@ from server.policy import (
     Role,
     Subject,
     Target,
+    conversation_access,
     decide,
+    presence_visible,
+    staff_conversation,
 )
 
 A, B = "o-a", "o-b"
@@ -420,3 +423,96 @@ def test_nothing_crosses_organisations_but_superadmin(
         assert decision.reason == "other_org"
     assert not decision.cross_org
     assert decide(Subject(ME, subject_org, Role.SUPERADMIN), action, target).allowed
+
+
+# -- rule 5: presence and conversations ------------------------------------------------------
+SEC_FOR_DOC = frozenset({Delegation(DOC, "u-sec", frozenset({"consultations"}))})
+
+# viewer (id, org, role), target (id, org, role, delegations), relationships, allowed, reason
+PRESENCE_ROWS: list[tuple[tuple[str, str, str], tuple[str, str, str], str, bool, str]] = [
+    ((ME, A, "practitioner"), (ME, A, "practitioner"), "none", True, "self"),
+    ((ME, A, "practitioner"), (DOC, A, "practitioner"), "none", True, "colleague"),
+    ((ME, A, "secretary"), (DOC, A, "technician"), "none", True, "colleague"),
+    ((ME, A, "practitioner"), (DOC, B, "practitioner"), "none", False, "other_org"),
+    ((ME, A, "practitioner"), (PAT, A, "patient"), "follows", True, "care_relationship"),
+    ((ME, A, "practitioner"), (PAT, A, "patient"), "none", False, "no_care_relationship"),
+    ((ME, A, "admin"), (PAT, A, "patient"), "none", False, "no_clinical_access"),
+    ((PAT, A, "patient"), (DOC, A, "practitioner"), "doc_follows", True, "care_team"),
+    ((PAT, A, "patient"), (DOC, A, "practitioner"), "none", False, "not_care_team"),
+    ((PAT, A, "patient"), ("u-sec", A, "secretary"), "doc_follows", True, "care_team"),
+    ((PAT, A, "patient"), ("u-other", A, "patient"), "none", False, "not_own_data"),
+    ((PAT, A, "patient"), (DOC, B, "practitioner"), "doc_follows", False, "other_org"),
+    ((ME, A, "superadmin"), (DOC, A, "practitioner"), "none", False, "superadmin_hidden"),
+    ((ME, A, "practitioner"), (DOC, A, "superadmin"), "none", False, "superadmin_hidden"),
+]
+
+
+@pytest.mark.parametrize(("viewer", "target", "rels", "allowed", "reason"), PRESENCE_ROWS)
+def test_presence_row(
+    viewer: tuple[str, str, str],
+    target: tuple[str, str, str],
+    rels: str,
+    allowed: bool,
+    reason: str,
+) -> None:
+    delegs = SEC_FOR_DOC if target[0] == "u-sec" else frozenset()
+    decision = presence_visible(Subject(*viewer), Subject(*target, delegs), Facts(REL[rels]))
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+
+
+CONSULT_CONV = Target("conversation", A, id="c-1", patient_id=PAT, ref_id="k1")
+STAFF_CONV = Target("conversation", A, id="c-2")
+
+# role, action, conversation, consultation?, member?, relationships, delegations, allowed, reason
+CONV_ROWS: list[tuple[str, Action, Target, bool, bool, str, str, bool, str]] = [
+    ("practitioner", Action.CHAT_WRITE, STAFF_CONV, False, True, "none", "none", True, "member"),
+    ("practitioner", Action.CHAT_READ, STAFF_CONV, False, False, "none", "none", False,
+     "not_member"),
+    ("patient", Action.CHAT_READ, STAFF_CONV, False, True, "none", "none", False, "staff_only"),
+    ("practitioner", Action.CHAT_READ, Target("conversation", B, id="c-3"), False, True, "none",
+     "none", False, "other_org"),
+    ("superadmin", Action.CHAT_READ, STAFF_CONV, False, True, "none", "none", False,
+     "superadmin_hidden"),
+    ("practitioner", Action.CHAT_WRITE, CONSULT_CONV, True, True, "consult", "none", True,
+     "care_relationship"),
+    ("practitioner", Action.CHAT_WRITE, CONSULT_CONV, True, True, "none", "none", False,
+     "no_care_relationship"),
+    ("secretary", Action.CHAT_READ, CONSULT_CONV, True, True, "doc_follows", "consult", True,
+     "delegation"),
+    ("secretary", Action.CHAT_READ, CONSULT_CONV, True, True, "doc_follows", "none", False,
+     "no_delegation"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("role", "action", "conv", "consultation", "member", "rels", "delegs", "allowed", "reason"),
+    CONV_ROWS,
+)
+def test_conversation_row(
+    role: str,
+    action: Action,
+    conv: Target,
+    consultation: bool,
+    member: bool,
+    rels: str,
+    delegs: str,
+    allowed: bool,
+    reason: str,
+) -> None:
+    decision = conversation_access(
+        Subject(ME, A, role, DELEG[delegs]),
+        action,
+        conv,
+        consultation=consultation,
+        is_member=member,
+        facts=Facts(REL[rels]),
+    )
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+
+
+def test_staff_conversations_stay_among_staff_of_one_organisation() -> None:
+    me = Subject(ME, A, "practitioner")
+    assert staff_conversation(me, [Subject(DOC, A, "secretary")]).reason == "colleagues"
+    assert staff_conversation(me, [Subject(DOC, B, "practitioner")]).reason == "other_org"
+    assert staff_conversation(me, [Subject(PAT, A, "patient")]).reason == "staff_only"
+    assert staff_conversation(Subject(PAT, A, "patient"), []).reason == "staff_only"
