@@ -29,9 +29,8 @@ The client side is the same for the three servers:
 
 Every server is measured :data:`ROUNDS` times, alternating, and the best rate
 of each is compared. The hub is then measured once more with
-:data:`DIAG_SENDERS` sender sockets (a diagnostic: the hub handles one
-socket's requests one at a time, so the number of sender sockets bounds its
-commit batches).
+:data:`DIAG_SENDERS` sender sockets (a diagnostic: how the rate moves when
+the messages in flight come from more sockets).
 
 Delivered messages/s = events received by the receivers during the measured
 phase / (the last receiver's last event - the first measured send), both
@@ -167,9 +166,11 @@ async def seed_hub(server: ServerProcess, workdir: Path) -> None:
         await conn.execute(
             sa.insert(users),
             [
-                {"id": f"u{n}", "org_id": "bench", "role": "practitioner", "name": f"u{n}",
-                 "email": f"u{n}@bench.test", "phone": "", "status": "active",
-                 "totp_last_step": -1, "created_us": 1, "version": 1}
+                # Identity columns are envelopes only the accounts sidecar opens; chat
+                # reads role and organisation, so placeholders do here.
+                {"id": f"u{n}", "org_id": "bench", "role": "practitioner", "name_enc": b"-",
+                 "email_enc": b"-", "phone_enc": b"-", "email_index": f"u{n}".encode(),
+                 "status": "active", "totp_last_step": -1, "created_us": 1, "version": 1}
                 for n in range(MEMBERS)
             ],
         )  # fmt: skip
@@ -649,9 +650,9 @@ def render(results: Results, facts: list[str], elapsed: float) -> str:
     if results.diagnostic is not None and hub is not None:
         d = results.diagnostic
         out.append(
-            f"- diagnostic: the hub with {d.load} (commit batches of up to {d.load.senders}"
-            f" messages instead of {hub.load.senders}; a socket's requests are handled one at a"
-            f" time, so its pipelined `chat.send`s wait for one commit each): {d.rate:,.0f}/s,"
+            f"- diagnostic: the hub with {d.load} (more sender sockets, fewer messages each"
+            f" in flight; more sends share each commit batch):"
+            f" {d.rate:,.0f}/s,"
             f" {d.rate / hub.rate:.2f}x the hub's figure above"
             + "".join(
                 f", {d.rate / b.rate:.2f}x {k}'s"

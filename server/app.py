@@ -80,6 +80,7 @@ def build_components(
         metrics=metrics,
         audit=audit,
         client_address=peer_address,
+        session_keeper=None if authenticator else accounts.session_keeper,
     )
     realtime.attach(hub)
     return Components(settings, database, broker, audit, metrics, router, hub, accounts, realtime)
@@ -106,7 +107,9 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if migrate:
-            await upgrade_to_head_async(settings.effective_database_url)
+            await upgrade_to_head_async(
+                c.settings.effective_database_url, at_rest_key=c.settings.secret_at_rest_key
+            )
         await c.database.connect()
         await c.broker.start()
         await c.audit.start()

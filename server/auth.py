@@ -24,6 +24,10 @@ class Principal:
     role: str
     session_id: str
     acting_for: str | None = None
+    #: Wall-clock time (``time.time()`` seconds) when the session ends for good
+    #: (absolute timeout, guest expiry); the hub closes the socket then (4010).
+    #: None: no end known (test authenticators).
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ class Connection:
         "_reader",
         "_replier",
         "_writer",
+        "active",
         "client_address",
         "codec",
         "conn_id",
@@ -94,6 +95,8 @@ class Connection:
         self.conn_id = conn_id
         self.client_address = client_address
         self.principal: Principal | None = None
+        #: A request arrived since the session watch last looked (session activity).
+        self.active = False
         self._writer: asyncio.Task[None] | None = None
         self._closing: tuple[int, str] | None = None
         self._close_after_flush = False
@@ -160,11 +163,7 @@ class Connection:
             return  # the writer task owns the socket until it catches up
         queue, raw = self.queue, self._raw
         if len(queue) and raw is not None and raw.writable():
-            frames = queue.pop_all()
-            if self.codec.binary:
-                raw.write(frames, text=False)  # type: ignore[arg-type]
-            else:
-                raw.write([f.encode() for f in frames], text=True)  # type: ignore[union-attr]
+            raw.write(queue.pop_all(), self.hub.wire_cache)
             self.session.sent(time.monotonic())
             if self._low_water is not None:
                 self._low_water.set()
@@ -299,6 +298,7 @@ class Connection:
             await self._low_water.wait()
 
     async def _dispatch(self, message: Request) -> None:
+        self.active = True
         label = str(type(message).__struct_config__.tag)
         started = time.perf_counter()
         handler = self.hub.router.handler_for(type(message))

@@ -9,6 +9,8 @@ then cannot use cookie authentication). After accept, the socket has
 One ticker task per hub walks the sockets about four times per shortest
 deadline (at most once a second) to send heartbeats and enforce the
 handshake and idle deadlines, so an idle socket costs no timer of its own.
+The same walk closes sockets whose login session ended (absolute or idle
+end, :mod:`server.session_watch`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from server.connection import Connection
 from server.metrics import Metrics
 from server.router import RequestContext, Router
 from server.sendqueue import SendQueue
+from server.session_watch import SessionKeeper, SessionWatch, keeper_interval
+from server.transport import WireCache
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class Hub:
         metrics: Metrics,
         audit: AuditRecorder,
         client_address: Callable[[WebSocket], str | None],
+        session_keeper: SessionKeeper | None = None,
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
@@ -105,6 +110,10 @@ class Hub:
         self._all_gone = asyncio.Event()
         self._all_gone.set()
         self._listeners: list[ConnectionListener] = []
+        self.wire_cache = WireCache()
+        self.session_watch = SessionWatch(
+            session_keeper, keeper_interval(settings.session_idle_timeout_s)
+        )
         router.add(Ping, self._on_ping)
 
     def add_listener(self, listener: ConnectionListener) -> None:
@@ -125,15 +134,22 @@ class Hub:
     async def start(self) -> None:
         """Start the ticker. Call once, from the app's lifespan."""
         s = self.settings
-        shortest = min(s.ws_handshake_timeout_s, s.ws_heartbeat_interval_s, s.ws_idle_timeout_s)
+        shortest = min(
+            s.ws_handshake_timeout_s,
+            s.ws_heartbeat_interval_s,
+            s.ws_idle_timeout_s,
+            self.session_watch.interval_s,
+        )
         self._ticker = asyncio.get_running_loop().create_task(self._tick(min(1.0, shortest / 4)))
 
     async def _tick(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for conn in list(self.connections):
+            conns = list(self.connections)
+            for conn in conns:
                 conn.poll(now)
+            self.session_watch.poll(conns, now, time.time())
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Tell every client to go away, flush their queues, then close them.
@@ -159,6 +175,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        await self.session_watch.close()
 
     # -- the endpoint ----------------------------------------------------------------------
     async def endpoint(self, ws: WebSocket) -> None:

@@ -174,6 +174,7 @@ class AdminService:
                 status="invited",
                 now_us=now_us,
                 expires_us=expires,
+                by=caller.user.id if caller else None,
             )
         except DuplicateError as exc:
             raise ApiError("conflict", "email already used") from exc
@@ -199,8 +200,9 @@ class AdminService:
         user = await self._user(user_id)
         if caller is not None:
             await self.check(caller, Do.USER_DISABLE, _user_target(user))
-        await self.store.update_user(user.id, status="disabled")
         now_us = self.accounts.now_us()
+        by = caller.user.id if caller else None
+        await self.store.update_user(user.id, by=by, now_us=now_us, status="disabled")
         ids = await self.accounts.sessions.revoke(user.id, now_us)
         self._audit(caller, Action.ACCOUNT_DISABLE, user.org_id, "user", user.id)
         for sid in ids:
@@ -219,7 +221,9 @@ class AdminService:
             Do.ROLE_GRANT,
             Target("user", user.org_id, id=user.id, user_id=user.id, user_role=role),
         )
-        await self.store.update_user(user.id, role=role)
+        await self.store.update_user(
+            user.id, by=caller.user.id, now_us=self.accounts.now_us(), role=role
+        )
         self._audit(caller, Action.ROLE_REVOKE, user.org_id, "user", user.id, f"role_{user.role}")
         self._audit(caller, Action.ROLE_GRANT, user.org_id, "user", user.id, f"role_{role}")
         await self.revocations.user_changed(user.id)

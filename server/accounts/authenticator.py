@@ -10,7 +10,12 @@
   accepted only when the upgrade's ``Origin`` is in ``allowed_origins``.
 
 The session must be valid (not revoked, idle or past its end) and not
-restricted (``password_expired``), and its user active. Every refusal is
+restricted (``password_expired``), and its user active. The principal's
+``expires_at`` is the session's absolute end (or the guest account's end,
+when sooner), in wall-clock seconds: the hub closes the socket then, and
+:class:`AccountsSessionKeeper` lets the hub keep sessions alive from socket
+activity and close the sockets of idle ones (:mod:`server.session_watch`).
+Every refusal is
 :class:`server.auth.AuthError` with ``auth_failed`` (the same answer for every
 cause); an expired ticket or session also answers ``auth_failed``, so a
 client cannot probe which tickets existed.
@@ -61,7 +66,14 @@ class AccountsAuthenticator:
         if caller.session.restricted:
             raise AuthError(ErrorCode.AUTH_FAILED, "session restricted")
         u = caller.user
-        return Principal(user_id=u.id, org_id=u.org_id, role=u.role, session_id=caller.session.id)
+        ends = [caller.session.expires_us] + ([u.expires_us] if u.expires_us else [])
+        return Principal(
+            user_id=u.id,
+            org_id=u.org_id,
+            role=u.role,
+            session_id=caller.session.id,
+            expires_at=min(ends) / 1e6,
+        )
 
     async def _by_session_id(self, session_id: str) -> Caller:
         svc = self._service
@@ -70,3 +82,15 @@ class AccountsAuthenticator:
         if row is None or user is None or user.status != "active":
             raise AuthError(ErrorCode.AUTH_FAILED, "invalid session")
         return Caller(row, user, "")
+
+
+class AccountsSessionKeeper:
+    """:class:`server.session_watch.SessionKeeper` over the sessions table."""
+
+    def __init__(self, service: AccountService) -> None:
+        self._service = service
+
+    async def keep_alive(self, active: Collection[str], watched: Collection[str]) -> set[str]:
+        """Refresh ``active`` sessions' last use (socket activity); the ended ids of ``watched``."""
+        svc = self._service
+        return await svc.sessions.keep_alive(active, watched, svc.now_us())

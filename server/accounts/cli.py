@@ -28,7 +28,9 @@ async def _with_components(settings: Settings, args: argparse.Namespace, action:
     from server.store.migrate import upgrade_to_head_async
 
     c = build_components(settings)
-    await upgrade_to_head_async(c.settings.effective_database_url)
+    await upgrade_to_head_async(
+        c.settings.effective_database_url, at_rest_key=c.settings.secret_at_rest_key
+    )
     await c.database.connect()
     await c.broker.start()
     await c.audit.start()

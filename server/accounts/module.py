@@ -22,11 +22,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.accounts.admin import AdminService
-from server.accounts.authenticator import AccountsAuthenticator
+from server.accounts.authenticator import AccountsAuthenticator, AccountsSessionKeeper
 from server.accounts.errors import ApiError
 from server.accounts.lockout import Lockout
 from server.accounts.openapi import build_openapi
 from server.accounts.passwords import PasswordHasher, PasswordPolicy
+from server.accounts.pii import UserCipher
+from server.accounts.profile import Profile
 from server.accounts.relations import RelationStore
 from server.accounts.revocation import Revocations, SocketCloser
 from server.accounts.routes import Api
@@ -37,6 +39,7 @@ from server.accounts.web import Shell, build_routes, error_response
 from server.audit.source import client_address
 from server.broker.base import Broker
 from server.config import Settings
+from server.security.at_rest import BlindIndex, at_rest_keyring
 from server.security.crypto import Keyring, decode_key
 from server.store.db import Database
 
@@ -48,14 +51,16 @@ class Accounts:
     service: AccountService
     admin: AdminService
     authenticator: AccountsAuthenticator
+    session_keeper: AccountsSessionKeeper
     revocations: Revocations
     hasher: PasswordHasher
     api: Api
     shell: Shell
+    profile: Profile
 
     def app(self) -> Starlette:
         """The ASGI app of the API (mount it at ``/api/v1``)."""
-        endpoints = self.api.endpoints()
+        endpoints = [*self.api.endpoints(), *self.profile.endpoints()]
         document = msgspec.json.encode(build_openapi(endpoints))
 
         async def openapi(request: Request) -> Response:
@@ -109,7 +114,8 @@ def build_accounts(
         ip_max_per_hour=s.lockout_ip_max_failures_per_hour,
         clock=clock,
     )
-    store = AccountStore(database)
+    cipher = UserCipher(at_rest_keyring(s.secret_at_rest_key), BlindIndex(s.secret_at_rest_key))
+    store = AccountStore(database, cipher)
     sessions = SessionStore(
         database,
         idle_us=int(s.session_idle_timeout_s * 1e6),
@@ -148,7 +154,9 @@ def build_accounts(
     shell = Shell(service, csrf_key, frozenset(s.allowed_origins), source)
     api = Api(service, admin, csrf_key, s.ws_ticket_ttl_s)
     authenticator = AccountsAuthenticator(service, s.allowed_origins)
-    return Accounts(service, admin, authenticator, revocations, hasher, api, shell)
+    keeper = AccountsSessionKeeper(service)
+    profile = Profile(service)
+    return Accounts(service, admin, authenticator, keeper, revocations, hasher, api, shell, profile)
 
 
 __all__ = ["Accounts", "build_accounts"]

@@ -92,6 +92,10 @@ class PasswordChange(Request):
     new_password: Password
 
 
+class EmailChange(Request):
+    email: Email
+
+
 class CodeRequest(Request):
     code: Code
 

@@ -131,6 +131,10 @@ class AccountService:
             )
         )
 
+    async def _set(self, user_id: str, **values: object) -> None:
+        """Change the user's own fields (a version row names them as its author)."""
+        await self.store.update_user(user_id, by=user_id, now_us=self.now_us(), **values)
+
     # -- TOTP secrets at rest ----------------------------------------------------
     def seal_totp(self, user_id: str, secret: str, column: str = "totp_secret") -> bytes:
         """The secret sealed for ``users.<column>`` of ``user_id``."""
@@ -205,7 +209,7 @@ class AccountService:
             await self._fail(user, acct, source, Action.LOGIN_FAILED, reason)
             raise ApiError("auth_failed")
         if user.password_hash and self.hasher.needs_rehash(user.password_hash):
-            await self.store.update_user(user.id, password_hash=await self.hasher.hash(password))
+            await self._set(user.id, password_hash=await self.hasher.hash(password))
         return await self._new_challenge(user.id, "login")
 
     async def check_code(self, user: User, code: str | None, recovery: str | None) -> bool:
@@ -273,7 +277,7 @@ class AccountService:
         if await self.store.take_invitation(digest, now_us) != user.id:
             raise ApiError("invitation_invalid")
         secret = totp.new_secret()
-        await self.store.update_user(
+        await self._set(
             user.id,
             password_hash=hashed,
             password_changed_us=now_us,
@@ -296,7 +300,7 @@ class AccountService:
         user = await self._challenge(challenge, "enrol")
         codes = await self._confirm_totp(user, code, source)
         await self._spend_challenge(challenge)
-        await self.store.update_user(user.id, status="active")
+        await self._set(user.id, status="active")
         fresh = await self.store.get_user(user.id)
         assert fresh is not None
         return await self._open_session(fresh, source, codes)
@@ -312,7 +316,7 @@ class AccountService:
             )
             raise ApiError("mfa_failed")
         codes = totp.new_recovery_codes()
-        await self.store.update_user(
+        await self._set(
             user.id,
             totp_secret=self.seal_totp(user.id, secret),
             totp_pending=None,
@@ -410,7 +414,7 @@ class AccountService:
         clean = self._check_policy(caller.user, new)
         if await self.hasher.verify(caller.user.password_hash, clean):
             raise ApiError("password_reused")
-        await self.store.update_user(
+        await self._set(
             caller.user.id,
             password_hash=await self.hasher.hash(clean),
             password_changed_us=self.now_us(),
@@ -423,7 +427,7 @@ class AccountService:
         """A new pending TOTP secret (recent re-authentication needed)."""
         self.require_recent_auth(caller)
         secret = totp.new_secret()
-        await self.store.update_user(
+        await self._set(
             caller.user.id, totp_pending=self.seal_totp(caller.user.id, secret, "totp_pending")
         )
         return self._enrolment(caller.user, secret)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from server.accounts.tables import sessions
 from server.store.db import Database
 
 TOUCH_EVERY_US = 60_000_000
+#: Ids per ``IN (...)`` list (SQLite's bound-parameter limit is far above).
+_CHUNK = 500
 
 
 def new_token() -> str:
@@ -117,6 +120,31 @@ class SessionStore:
             await self.update(row.id, last_seen_us=now_us)
         return row
 
+    async def keep_alive(
+        self, active: Collection[str], watched: Collection[str], now_us: int
+    ) -> set[str]:
+        """Mark the valid ``active`` sessions used at ``now_us``; the ended ids of ``watched``.
+
+        Ended: unknown, revoked, past their absolute end or idle (as :meth:`valid`).
+        One transaction; ids go in chunks so thousands of sockets stay one round.
+        """
+        c = sessions.c
+        alive = (
+            c.revoked_us.is_(None),
+            c.expires_us > now_us,
+            c.last_seen_us > now_us - self.idle_us,
+        )
+        valid: set[str] = set()
+        async with self.db.begin() as conn:
+            for ids in _chunks(active):
+                await conn.execute(
+                    sa.update(sessions).where(c.id.in_(ids), *alive).values(last_seen_us=now_us)
+                )
+            for ids in _chunks(watched):
+                found = await conn.execute(sa.select(c.id).where(c.id.in_(ids), *alive))
+                valid.update(str(r.id) for r in found)
+        return set(watched) - valid
+
     async def update(self, session_id: str, **values: Any) -> None:
         """Set columns of a session (``auth_us`` after re-authentication, ...)."""
         async with self.db.begin() as conn:
@@ -151,3 +179,8 @@ class SessionStore:
                     sa.update(sessions).where(sessions.c.id.in_(ids)).values(revoked_us=now_us)
                 )
         return ids
+
+
+def _chunks(ids: Collection[str]) -> list[list[str]]:
+    items = list(ids)
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]

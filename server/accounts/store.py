@@ -4,6 +4,11 @@ Only SQLAlchemy Core statements that run unchanged on SQLite and PostgreSQL.
 Every method opens its own transaction (``Database.begin``) unless given a
 connection. Raises :class:`DuplicateError` for a unique-key clash (an email
 already used); other driver errors propagate as SQLAlchemy exceptions.
+
+Users' name, email and phone are encrypted on write and decrypted on read
+(:class:`server.accounts.pii.UserCipher`); a value that does not open raises
+:class:`server.security.crypto.CryptoError`. Every create and change of a
+user writes a ``user_versions`` row in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from server.accounts.tables import invitations, orgs, recovery_codes, users
+from server.accounts.pii import UserCipher
+from server.accounts.tables import invitations, orgs, recovery_codes, user_versions, users
 from server.store.db import Database
 
 
@@ -60,15 +66,36 @@ class User:
     version: int
 
 
-def _user(row: Any) -> User:
-    return User(**{name: row._mapping[name] for name in User.__slots__})
+@dataclass(frozen=True, slots=True)
+class UserVersion:
+    """One version row of a user, its snapshot decrypted."""
+
+    user_id: str
+    version: int
+    action: str
+    changed_by: str | None
+    changed_us: int
+    fields: dict[str, Any]
+
+
+#: Columns of ``users`` stored as they are (the rest are encrypted).
+_PLAIN = tuple(n for n in User.__slots__ if n not in ("name", "email", "phone"))
 
 
 class AccountStore:
     """Organisations, users and their credentials in the database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cipher: UserCipher) -> None:
         self.db = db
+        self.cipher = cipher
+
+    def _user(self, row: Any) -> User:
+        m = row._mapping
+        uid, opened = m["id"], self.cipher.open_column
+        clear: dict[str, Any] = {
+            k: opened(uid, k, m[f"{k}_enc"]) for k in ("name", "email", "phone")
+        }
+        return User(**clear, **{name: m[name] for name in _PLAIN})
 
     # -- organisations -----------------------------------------------------------
     async def create_org(self, name: str, now_us: int) -> Org:
@@ -102,8 +129,12 @@ class AccountStore:
         status: str,
         now_us: int,
         expires_us: int | None = None,
+        by: str | None = None,
     ) -> User:
-        """Insert a user; raises :class:`DuplicateError` if the email is taken."""
+        """Insert a user (version 1, made ``by`` a user id or None: the system).
+
+        Raises :class:`DuplicateError` if the email is taken (case-insensitive).
+        """
         user = User(
             id=new_id("u"),
             org_id=org_id,
@@ -121,25 +152,71 @@ class AccountStore:
             created_us=now_us,
             version=1,
         )
+        values = _asdict(user)
         try:
             async with self.db.begin() as conn:
-                await conn.execute(sa.insert(users).values(**_asdict(user)))
+                await conn.execute(
+                    sa.insert(users).values(**self.cipher.seal_columns(user.id, values))
+                )
+                changed = {k: v for k, v in values.items() if k not in ("id", "version")}
+                await self._version(conn, user.id, 1, "create", by, now_us, changed)
         except IntegrityError as exc:
             raise DuplicateError("email already used") from exc
         return user
+
+    async def _version(
+        self,
+        conn: Any,
+        user_id: str,
+        version: int,
+        action: str,
+        by: str | None,
+        now_us: int,
+        changed: dict[str, Any],
+    ) -> None:
+        await conn.execute(
+            sa.insert(user_versions).values(
+                user_id=user_id,
+                version=version,
+                action=action,
+                changed_by=by,
+                changed_us=now_us,
+                fields=",".join(sorted(changed)),
+                snapshot=self.cipher.seal_snapshot(user_id, version, changed),
+            )
+        )
+
+    async def versions(self, user_id: str) -> list[UserVersion]:
+        """The user's version rows, oldest first, snapshots decrypted."""
+        v = user_versions.c
+        query = sa.select(user_versions).where(v.user_id == user_id).order_by(v.version)
+        async with self.db.begin(readonly=True) as conn:
+            rows = list(await conn.execute(query))
+        return [
+            UserVersion(
+                r.user_id,
+                r.version,
+                r.action,
+                r.changed_by,
+                r.changed_us,
+                self.cipher.open_snapshot(r.user_id, r.version, r.snapshot),
+            )
+            for r in rows
+        ]
 
     async def get_user(self, user_id: str) -> User | None:
         """The user, or None."""
         async with self.db.begin(readonly=True) as conn:
             row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
-        return None if row is None else _user(row)
+        return None if row is None else self._user(row)
 
     async def user_by_email(self, email: str) -> User | None:
         """The user with this (case-insensitive) email, or None."""
-        wanted = email.strip().lower()
+        wanted = self.cipher.email_index(email)
+        query = sa.select(users).where(users.c.email_index == wanted)
         async with self.db.begin(readonly=True) as conn:
-            row = (await conn.execute(sa.select(users).where(users.c.email == wanted))).first()
-        return None if row is None else _user(row)
+            row = (await conn.execute(query)).first()
+        return None if row is None else self._user(row)
 
     async def list_users(self, org_id: str | None) -> list[User]:
         """Users of ``org_id`` (every organisation when None), by id."""
@@ -147,17 +224,36 @@ class AccountStore:
         if org_id is not None:
             query = query.where(users.c.org_id == org_id)
         async with self.db.begin(readonly=True) as conn:
-            return [_user(row) for row in await conn.execute(query)]
+            rows = list(await conn.execute(query))
+        return [self._user(row) for row in rows]
 
-    async def update_user(self, user_id: str, **values: Any) -> bool:
-        """Set columns of a user and bump its version; False if no such user."""
+    async def update_user(
+        self, user_id: str, *, by: str | None, now_us: int, **values: Any
+    ) -> bool:
+        """Set fields of a user, bump its version and write the version row.
+
+        ``by`` is the user id who made the change (None: the system or the
+        CLI). ``name``, ``email`` and ``phone`` are given in clear and stored
+        encrypted. False if no such user; :class:`DuplicateError` if a new
+        email is taken.
+        """
+        if "email" in values:
+            values["email"] = values["email"].strip().lower()
         stmt = (
             sa.update(users)
             .where(users.c.id == user_id)
-            .values(version=users.c.version + 1, **values)
+            .values(version=users.c.version + 1, **self.cipher.seal_columns(user_id, values))
         )
-        async with self.db.begin() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+        try:
+            async with self.db.begin() as conn:
+                if (await conn.execute(stmt)).rowcount != 1:
+                    return False
+                query = sa.select(users.c.version).where(users.c.id == user_id)
+                version = int((await conn.execute(query)).scalar_one())
+                await self._version(conn, user_id, version, "update", by, now_us, values)
+        except IntegrityError as exc:
+            raise DuplicateError("email already used") from exc
+        return True
 
     async def accept_totp_step(self, user_id: str, step: int) -> bool:
         """Record ``step`` as the last accepted TOTP step, only if it is newer.

@@ -1,10 +1,15 @@
-"""Accounts tables (SQLAlchemy Core on the shared metadata); migration 0002.
+"""Accounts tables (SQLAlchemy Core on the shared metadata); migrations 0002 and 0004.
 
 Times are UTC microseconds since the epoch (``*_us``). Ids are pseudonymous
 strings (``o-``, ``u-``, ``s-`` + hex), safe for logs and the audit trail.
 Secrets are never stored in clear: passwords as Argon2id PHC strings, session
 tokens, invitation tokens and recovery codes as SHA-256 digests, TOTP secrets
 as AES-GCM envelopes (:mod:`server.security.crypto`) bound to the user row.
+Identity data is never stored in clear either: users' name, email and phone
+are AES-GCM envelopes under the at-rest key (AAD ``users.<column>.<id>``), and
+email lookups go through ``email_index``, an HMAC blind index of the normalised
+email (:mod:`server.security.at_rest`). Every create and change of a user
+writes a ``user_versions`` row (who, when, what, an encrypted snapshot).
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ users = sa.Table(
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("org_id", sa.String(40), sa.ForeignKey("orgs.id"), nullable=False),
     sa.Column("role", sa.String(32), nullable=False),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),  # lower-cased
-    sa.Column("phone", sa.String(40), nullable=False, default=""),
+    sa.Column("name_enc", sa.LargeBinary, nullable=False),  # envelope
+    sa.Column("email_enc", sa.LargeBinary, nullable=False),  # envelope
+    sa.Column("phone_enc", sa.LargeBinary, nullable=False),  # envelope
+    sa.Column("email_index", sa.LargeBinary(32), nullable=False, unique=True),  # blind index
     sa.Column("status", sa.String(16), nullable=False),  # invited | active | disabled
     sa.Column("password_hash", sa.String(256)),
     sa.Column("password_changed_us", sa.BigInteger),
@@ -41,6 +47,18 @@ users = sa.Table(
     sa.Column("created_us", sa.BigInteger, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, default=1),
     sa.Index(None, "org_id"),
+)
+
+user_versions = sa.Table(
+    "user_versions",
+    metadata,
+    sa.Column("user_id", sa.String(40), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("action", sa.String(16), nullable=False),  # create | update | delete
+    sa.Column("changed_by", sa.String(40)),  # user id; None: the system or the CLI
+    sa.Column("changed_us", sa.BigInteger, nullable=False),
+    sa.Column("fields", sa.String(400), nullable=False),  # comma-separated column names
+    sa.Column("snapshot", sa.LargeBinary, nullable=False),  # envelope of msgpack {field: value}
 )
 
 invitations = sa.Table(

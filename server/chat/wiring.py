@@ -15,11 +15,10 @@ from server.config import Settings
 from server.hub import AuditRecorder, Hub
 from server.presence.service import PresenceService
 from server.router import Router
-from server.security.crypto import Keyring, decode_key
+from server.security.at_rest import AT_REST_KEY_ID, at_rest_keyring
 from server.store.db import Database
 
-#: Key id of ``secret_at_rest_key`` in chat envelopes (until a setting names it).
-AT_REST_KEY_ID = "r1"
+__all__ = ["AT_REST_KEY_ID", "Realtime", "build_realtime"]
 
 
 @dataclass
@@ -52,7 +51,7 @@ def build_realtime(
 
     Raises ``CryptoError`` when ``secret_at_rest_key`` is not a base64 32-byte key.
     """
-    keys = Keyring({AT_REST_KEY_ID: decode_key(settings.secret_at_rest_key)}, AT_REST_KEY_ID)
+    keys = at_rest_keyring(settings.secret_at_rest_key)
     facts = AccountsFacts(database)
     chat = ChatService(database, broker, keys, facts, audit)
     presence = PresenceService(broker, facts, audit, settings.effective_node_id)

@@ -50,14 +50,20 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def upgrade_to_head_async(url: str) -> None:
+async def upgrade_to_head_async(url: str, *, at_rest_key: str | None = None) -> None:
     """Apply every pending migration to the database at ``url``.
+
+    ``at_rest_key`` (``secret_at_rest_key``) is needed by data migrations that
+    encrypt existing rows (0004: users' identity data); without it they stop
+    when there are rows to encrypt.
 
     The SQLite file's directory is created if needed. Raises SQLAlchemy errors
     when the database is unreachable, and Alembic errors on a broken history.
     """
+    cfg = alembic_config()
+    cfg.attributes["at_rest_key"] = at_rest_key
     async with Database(url, pool_size=1) as db, db.engine.connect() as conn:
-        await conn.run_sync(_upgrade, alembic_config())
+        await conn.run_sync(_upgrade, cfg)
         await conn.commit()
 
 
@@ -74,4 +80,9 @@ def upgrade_to_head(settings: Settings) -> None:
     :func:`upgrade_to_head_async` there): raises ``RuntimeError`` if it is.
     """
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    asyncio.run(upgrade_to_head_async(settings.effective_database_url))
+    if not settings.secret_at_rest_key and (Path(settings.data_dir) / "secrets").exists():
+        from server.config import ensure_secrets  # the embedded default's key file
+
+        settings = ensure_secrets(settings)
+    key = settings.secret_at_rest_key or None
+    asyncio.run(upgrade_to_head_async(settings.effective_database_url, at_rest_key=key))

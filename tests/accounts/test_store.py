@@ -7,12 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from server.accounts.pii import UserCipher
 from server.accounts.sessions import SessionStore
 from server.accounts.store import AccountStore, DuplicateError
+from server.security.at_rest import BlindIndex, at_rest_keyring
 from server.store.db import Database
 from server.store.migrate import upgrade_to_head_async
 
 NOW = 1_800_000_000_000_000
+KEY = "a2V5LWtleS1rZXkta2V5LWtleS1rZXkta2V5LWtleTA="  # 32 bytes, tests only
+CIPHER = UserCipher(at_rest_keyring(KEY), BlindIndex(KEY))
 
 
 @pytest.fixture
@@ -20,7 +24,7 @@ async def store(db_url: str) -> AsyncIterator[AccountStore]:
     await upgrade_to_head_async(db_url)
     db = Database(db_url)
     await db.connect()
-    yield AccountStore(db)
+    yield AccountStore(db, CIPHER)
     await db.close()
 
 
@@ -38,7 +42,7 @@ async def test_a_totp_step_is_accepted_once_across_connections(store: AccountSto
     other = Database(store.db.url)
     await other.connect()
     try:
-        stores = [store, AccountStore(other)]
+        stores = [store, AccountStore(other, CIPHER)]
         results = await asyncio.gather(
             *(stores[i % 2].accept_totp_step(uid, 100) for i in range(8))
         )

@@ -37,8 +37,10 @@ async def seed(
         for uid, (org, role) in people.items():
             await conn.execute(
                 sa.insert(users).values(
-                    id=uid, org_id=org, role=role, name=uid, email=f"{uid}@example.test",
-                    phone="", status="active", totp_last_step=-1, created_us=1, version=1,
+                    # identity columns are envelopes (accounts only): placeholders here
+                    id=uid, org_id=org, role=role, name_enc=b"-", email_enc=b"-",
+                    phone_enc=b"-", email_index=uid.encode(), status="active",
+                    totp_last_step=-1, created_us=1, version=1,
                 )
             )  # fmt: skip
         for i, (kind, actor, patient, ref) in enumerate(care):
