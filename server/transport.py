@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
 RAW_EXTENSION = "medhub.raw"
@@ -41,16 +42,56 @@ class RawSocket:
             and not p.transport.is_closing()
         )
 
-    def write(self, frames: Sequence[bytes], text: bool) -> None:
-        """Write ``frames`` (UTF-8 text or binary payloads) in one transport write.
+    def write(self, frames: Sequence[bytes | str], cache: WireCache) -> None:
+        """Write ``frames`` (str: text, bytes: binary) in one transport write.
 
         The caller must have checked :meth:`writable` in the same loop step.
+        Server frames are not masked and no extension is negotiated
+        (permessage-deflate is off), so a frame's bytes on the wire are the
+        same for every socket: ``cache`` serialises each payload once for all
+        its recipients. With an extension, websockets serialises per socket.
         """
-        conn = self._protocol.conn
-        send = conn.send_text if text else conn.send_binary
-        for frame in frames:
-            send(frame)
-        self._protocol.transport.write(b"".join(conn.data_to_send()))
+        p = self._protocol
+        if p.conn.extensions:
+            conn = p.conn
+            for frame in frames:
+                if isinstance(frame, str):
+                    conn.send_text(frame.encode())
+                else:
+                    conn.send_binary(frame)
+            p.transport.write(b"".join(conn.data_to_send()))
+            return
+        wire = cache.wire
+        p.transport.write(b"".join([wire(frame) for frame in frames]))
+
+
+class WireCache:
+    """Serialised WebSocket frames by payload, shared by every socket of a hub.
+
+    Keyed by the payload object itself (bytes and str cache their hash), so
+    fan-out serialises an event once instead of once per recipient. Bounded:
+    cleared when it holds ``max_entries``.
+    """
+
+    __slots__ = ("_frames", "max_entries")
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._frames: dict[bytes | str, bytes] = {}
+        self.max_entries = max_entries
+
+    def wire(self, payload: bytes | str) -> bytes:
+        """The unmasked frame carrying ``payload`` (text for str, binary for bytes)."""
+        frames = self._frames
+        wire = frames.get(payload)
+        if wire is None:
+            if len(frames) >= self.max_entries:
+                frames.clear()
+            if isinstance(payload, str):
+                frame = Frame(Opcode.TEXT, payload.encode())
+            else:
+                frame = Frame(Opcode.BINARY, payload)
+            wire = frames[payload] = frame.serialize(mask=False)
+        return wire
 
 
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
