@@ -1,12 +1,17 @@
 """``medhub-chat``: sign in, list presence, send to and tail a conversation.
 
+    medhub-chat --server https://hub.example enrol CODE     # first time: password + TOTP
     medhub-chat --server https://hub.example login --email me@example.org
     medhub-chat presence [--user u-1 ...]        # default: my contacts
     medhub-chat conversations
     medhub-chat send CONV "text"                 # prints the seq once committed
     medhub-chat tail CONV [--after N]            # prints events until Ctrl-C
 
-``login`` asks for the password, then the TOTP code, and stores the session
+``enrol`` takes the one-time code of an invitation (or of
+``medhub admin create-superadmin``), asks for a new password, prints the
+``otpauth://`` URI to add to an authenticator app (and writes its QR code as
+SVG with ``--qr FILE``), asks for the first code, and prints the recovery
+codes once. ``login`` asks for the password, then the TOTP code, and stores the session
 token in ``$XDG_CONFIG_HOME/medhub/session.json`` (default ``~/.config``),
 mode 0600. Exit codes: 0 ok, 1 refused (sign-in or hub error), 2 usage.
 """
@@ -22,7 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clients.sdk import HubError, MedhubClient, SignInError, sign_in
+from clients.sdk import (
+    HubError,
+    MedhubClient,
+    SignInError,
+    accept_invitation,
+    confirm_enrolment,
+    sign_in,
+)
 
 
 def session_path() -> Path:
@@ -56,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="hub base URL (default: the one you logged in to)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     sub = p.add_subparsers(dest="command", required=True)
+    enrol = sub.add_parser("enrol", help="first sign-in with a one-time code: password + TOTP")
+    enrol.add_argument("code", help="the one-time invitation or enrolment code")
+    enrol.add_argument("--qr", help="also write the TOTP QR code to this SVG file")
     login = sub.add_parser("login", help="sign in with password then TOTP")
     login.add_argument("--email", required=True)
     pres = sub.add_parser("presence", help="list presence (default: my contacts)")
@@ -75,6 +90,29 @@ async def _login(args: argparse.Namespace, password: str, code: str) -> int:
     info = await sign_in(server, args.email, password, code)
     path = save_session(server, info.token)
     print(f"signed in as {info.user_id} ({info.role}, {info.org_id}); session saved to {path}")
+    return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    """Interactive first sign-in; the prompts run outside the event loop."""
+    server = args.server or "http://127.0.0.1:8000"
+    password = getpass.getpass("New password (12+ characters, 4 classes): ")
+    if getpass.getpass("Again: ") != password:
+        print("medhub-chat: the passwords differ", file=sys.stderr)
+        return 2
+    enrolment = asyncio.run(accept_invitation(server, args.code, password))
+    if args.qr:
+        Path(args.qr).write_text(enrolment.qr_svg)
+        print(f"QR code written to {args.qr}")
+    print("Add this to your authenticator app, then type its first code:")
+    print(f"  {enrolment.otpauth_uri}")
+    code = input("TOTP code: ").strip()
+    info, recovery = asyncio.run(confirm_enrolment(server, enrolment.challenge, code))
+    path = save_session(server, info.token)
+    print(f"enrolled {info.user_id} ({info.role}, {info.org_id}); session saved to {path}")
+    print("Recovery codes (each works once; keep them offline):")
+    for rc in recovery:
+        print(f"  {rc}")
     return 0
 
 
@@ -131,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``medhub-chat``."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "enrol":
+            return _enrol(args)
         if args.command == "login":
             password = getpass.getpass("Password: ")
             code = input("TOTP code: ").strip()

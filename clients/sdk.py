@@ -115,11 +115,61 @@ async def sign_in(base_url: str, email: str, password: str, totp_code: str) -> S
     return SessionInfo(body["token"], body["user_id"], body["org_id"], body["role"])
 
 
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """What accepting an invitation gives: the TOTP secret to add, and a challenge."""
+
+    otpauth_uri: str
+    qr_svg: str
+    challenge: str
+
+
+async def accept_invitation(base_url: str, token: str, password: str) -> Enrolment:
+    """Set the password of an invited account (or a new superadmin's enrolment code).
+
+    The caller adds ``otpauth_uri`` to an authenticator app, then calls
+    :func:`confirm_enrolment` with its first code. Raises :class:`SignInError`.
+    """
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/api/v1", timeout=30) as http:
+        r = await http.post("/invitations/accept", json={"token": token, "password": password})
+        if r.status_code != 200:
+            raise SignInError(_code(r), r.status_code)
+        body = r.json()
+    return Enrolment(body["otpauth_uri"], body["qr_svg"], body["challenge"])
+
+
+async def confirm_enrolment(
+    base_url: str, challenge: str, totp_code: str
+) -> tuple[SessionInfo, list[str]]:
+    """Confirm TOTP with its first code; returns the session and the 10 recovery codes.
+
+    Raises :class:`SignInError`.
+    """
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/api/v1", timeout=30) as http:
+        r = await http.post(
+            "/mfa/enrol", json={"challenge": challenge, "code": totp_code, "session": "bearer"}
+        )
+        if r.status_code != 200:
+            raise SignInError(_code(r), r.status_code)
+        body = r.json()
+    info = SessionInfo(body["token"], body["user_id"], body["org_id"], body["role"])
+    return info, list(body.get("recovery_codes") or [])
+
+
 def _code(response: Any) -> str:
+    """The stable error code of a refused REST call (``{"error": {"code": ...}}``)."""
     try:
-        return str(response.json().get("code") or response.json().get("error") or "refused")
+        body = response.json()
     except ValueError:
         return "refused"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return str(error["code"])
+    return "refused"
 
 
 class MedhubClient:
