@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from server.accounts.errors import ApiError
@@ -56,8 +57,11 @@ def _run(action: Action) -> Callable[[argparse.Namespace, Settings], int]:
 async def _create_superadmin(c: Components, args: argparse.Namespace) -> int:
     inv = await c.accounts.admin.create_superadmin(args.name, args.email)
     print(f"superadmin {inv.user.id} created in organisation {inv.user.org_id}")
-    print(f"one-time enrolment code (valid until {inv.expires_us // 1_000_000} epoch s):")
+    until = datetime.fromtimestamp(inv.expires_us / 1_000_000, UTC).isoformat(timespec="minutes")
+    print(f"one-time enrolment code (valid until {until}):")
     print(inv.token)
+    print("to set the password and enrol TOTP:")
+    print(f"  .venv/bin/medhub-chat --server http://{c.settings.host}:{c.settings.port} enrol CODE")
     return 0
 
 
