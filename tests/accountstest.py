@@ -3,7 +3,6 @@ users enrolled through the real flow, and a real hub using the real authenticato
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -15,14 +14,12 @@ import httpx
 
 from server.accounts import totp
 from server.accounts.module import Accounts, build_accounts
-from server.app import Components, build_app
 from server.audit.events import AuditEvent
 from server.broker import MemoryBroker
 from server.config import Settings, ensure_secrets, load_settings
-from server.serve import HubServer, uvicorn_config
 from server.store.db import Database
 from server.store.migrate import upgrade_to_head_async
-from tests.hubtest import free_socket
+from tests.hubtest import RunningHub, run_hub
 
 PASSWORD = "Correct-Horse-Battery-9"
 CHEAP = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "password_hash_threads": 2}
@@ -156,37 +153,9 @@ async def login(
     return await http.post("/login/mfa", json={"challenge": r.json()["challenge"], "code": code})
 
 
-@dataclass
-class LiveHub:
-    server: HubServer
-    components: Components
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1"
+LiveHub = RunningHub
 
 
-@contextlib.asynccontextmanager
-async def run_accounts_hub(settings: Settings) -> AsyncIterator[LiveHub]:
+def run_accounts_hub(settings: Settings) -> contextlib.AbstractAsyncContextManager[RunningHub]:
     """A real hub on a free port with the default (accounts) authenticator."""
-    app = build_app(settings)
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    server = HubServer(uvicorn_config(settings, app, "127.0.0.1", port), app.state.components.hub)
-    server.config.install_signal_handlers = False  # type: ignore[attr-defined]
-    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-    while not server.started:  # uvicorn offers no start event (as in tests/hubtest.py)
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield LiveHub(server, app.state.components, port)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-        sock.close()
+    return run_hub(settings)

@@ -70,14 +70,23 @@ class RunningHub:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
 
 @contextlib.asynccontextmanager
 async def run_hub(
     settings: Settings, users: Mapping[str, Principal] | None = None
 ) -> AsyncIterator[RunningHub]:
-    """Start the hub on a free loopback port; stop it (gracefully) on exit."""
-    users = users or {}
-    authenticator = TokenAuthenticator({token_for(u): p for u, p in users.items()})
+    """Start the hub on a free loopback port; stop it (gracefully) on exit.
+
+    With ``users``, sockets authenticate with test tokens (:func:`token_for`);
+    without, the hub uses its real authenticator (the accounts sidecar's).
+    """
+    authenticator = (
+        None if users is None else TokenAuthenticator({token_for(u): p for u, p in users.items()})
+    )
     app = build_app(settings, authenticator=authenticator)
     sock = free_socket()
     port = sock.getsockname()[1]
