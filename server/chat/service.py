@@ -22,6 +22,7 @@ import secrets
 import time
 from typing import Any
 
+import msgpack
 import msgspec
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -47,7 +48,7 @@ from server import policy
 from server.audit.events import Action as AuditAction
 from server.audit.events import AuditEvent
 from server.audit.events import Result as AuditResult
-from server.broker.base import Broker, BrokerError
+from server.broker.base import Broker, BrokerError, Subscription
 from server.chat import store
 from server.chat.facts import Facts, subject_of
 from server.chat.fanout import Fanout
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds an access decision is reused for the same user, conversation and action.
 ACCESS_TTL_S = 5.0
+#: Broker topic telling every node that a conversation was created (members, kind).
+CREATED_TOPIC = "chat.created"
 
 
 class ChatService:
@@ -84,6 +87,8 @@ class ChatService:
         self.fanout = Fanout(broker, self._read_range, self._read_last)
         self.writer = ChatWriter(db, keys, self._committed, durable=durable)
         self._access: dict[tuple[str, str | None, str, str], tuple[float, store.Conversation]] = {}
+        self._sockets: dict[str, set[Connection]] = {}  # user -> this node's sockets
+        self._created: Subscription | None = None
 
     def register(self, router: Router) -> None:
         """Route every chat request type to its handler."""
@@ -100,20 +105,54 @@ class ChatService:
         router.add(ChatVersions, self.versions)
 
     async def start(self) -> None:
-        """Start the batching writer."""
+        """Start the batching writer and listen for conversations created on any node."""
         await self.writer.start()
+        self._created = await self.broker.subscribe(CREATED_TOPIC, self._on_created)
 
     async def close(self) -> None:
         """Write what is queued and drop every subscription."""
+        if self._created is not None:
+            await self.broker.unsubscribe(self._created)
+            self._created = None
         await self.writer.close()
         await self.fanout.close()
 
     def connection_opened(self, conn: Connection) -> None:
-        """Nothing to do: a socket follows conversations once it calls ``chat.sync``."""
+        """Remember the socket, to tell it about new conversations it is a member of.
+
+        It follows conversations only once it calls ``chat.sync``.
+        """
+        if conn.principal is not None:
+            self._sockets.setdefault(conn.principal.user_id, set()).add(conn)
 
     def connection_closed(self, conn: Connection) -> None:
         """Forget a closed socket's subscriptions (called by the lifecycle hook)."""
         self.fanout.drop(conn)
+        if conn.principal is not None:
+            mine = self._sockets.get(conn.principal.user_id)
+            if mine is not None:
+                mine.discard(conn)
+                if not mine:
+                    del self._sockets[conn.principal.user_id]
+
+    def _on_created(self, topic: str, payload: bytes) -> None:
+        """A conversation was created (on any node): tell its members' sockets here."""
+        try:
+            notice = msgpack.unpackb(payload)
+            conv, kind, members = notice["c"], notice["k"], notice["m"]
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+            log.warning("malformed chat.created notice")
+            return
+        event = Event(
+            ch=channel_of(conv),
+            seq=0,
+            kind="conversation",
+            data={"conv": conv, "kind": kind, "members": members},
+        )
+        for user in members:
+            for conn in self._sockets.get(user, ()):
+                if not self.fanout.following(conn, conv):
+                    conn.send(event)
 
     # -- helpers ------------------------------------------------------------------------
     def _audit(
@@ -238,6 +277,12 @@ class ChatService:
             self._audit(ctx, AuditAction.CREATE, "conversation", conv_id)
         att = await self.fanout.attach(ctx.connection, conv_id)
         att.go_live(0)  # nothing to replay in a new conversation; an old one: use chat.sync
+        if created:
+            notice = {"c": conv_id, "k": msg.kind, "m": sorted(members)}
+            try:
+                await self.broker.publish(CREATED_TOPIC, msgpack.packb(notice))
+            except BrokerError:  # the conversation exists; members still find it by chat.list
+                log.warning("could not announce a new conversation", extra={"conv": conv_id})
         return {"conv": conv_id, "created": created}
 
     async def _consultation_members(

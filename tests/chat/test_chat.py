@@ -109,6 +109,7 @@ async def test_consultation_conversation_members_come_from_the_policy(hub: Runni
 async def test_edit_and_delete_keep_versions(hub: RunningHub) -> None:
     async with peer(hub, "alice") as alice, peer(hub, "bob") as bob:
         conv = (await alice.ok("chat.create", kind="direct", members=["bob"]))["conv"]
+        assert (await bob.event())["kind"] == "conversation"  # bob hears of it at once
         await bob.ok("chat.sync", conv=conv)
         await alice.ok("chat.send", conv=conv, client_msg_id="m1", text="draft")
         edit = await alice.ok("chat.edit", conv=conv, seq=1, client_msg_id="e1", text="final")
@@ -162,3 +163,27 @@ async def test_concurrent_senders_keep_one_order(hub: RunningHub) -> None:
         for name in "ab":  # each sender's messages keep their sending order
             texts = [e["data"]["text"] for e in got if e["data"]["text"].startswith(name)]
             assert texts == [f"{name} {i}" for i in range(100)]
+
+
+async def test_members_hear_of_a_new_conversation_at_once(hub: RunningHub) -> None:
+    async with peer(hub, "alice") as alice, peer(hub, "bob") as bob, peer(hub, "carol") as carol:
+        conv = (await alice.ok("chat.create", kind="group", members=["bob", "carol"]))["conv"]
+        for member in (bob, carol):
+            news = await member.event("conversation")
+            assert news["ch"] == f"conv:{conv}"
+            assert news["seq"] == 0  # ephemeral: not stored, not replayed
+            assert news["data"] == {
+                "conv": conv,
+                "kind": "group",
+                "members": ["alice", "bob", "carol"],
+            }
+        await bob.ok("chat.sync", conv=conv, after_seq=0)
+        await alice.ok("chat.send", conv=conv, client_msg_id="g1", text="welcome")
+        assert (await bob.event("message"))["data"]["text"] == "welcome"
+        # The creator's socket already follows: it gets the message, not the notice.
+        assert (await alice.event())["kind"] == "message"
+        # Finding the same direct conversation again announces nothing.
+        await alice.ok("chat.create", kind="direct", members=["bob"])
+        await alice.ok("chat.create", kind="direct", members=["bob"])
+        assert (await bob.event("conversation"))["data"]["kind"] == "direct"
+        assert bob.events.empty()
