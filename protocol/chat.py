@@ -29,7 +29,7 @@ MAX_PAGE: Final = 500
 #: Members named when creating a group, at most.
 MAX_MEMBERS: Final = 256
 
-ConvId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+ConvId = Id64
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_CHARS)]
 RecordRef = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]

@@ -36,8 +36,10 @@ MSGPACK_MAX_MAP_ITEMS: Final = 1024
 #: Deepest nesting of arrays and maps accepted in a JSON frame (levels).
 JSON_MAX_DEPTH: Final = 64
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_JSON_BRACKET = re.compile(r"[\[\]{}]")
+_JSON_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_JSON_STRING = re.compile(r'"[^"]*"')
+_JSON_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_TO_PARENS = str.maketrans("[{]}", "(())")
 
 
 def json_too_deep(text: str, limit: int = JSON_MAX_DEPTH) -> bool:
@@ -45,20 +47,24 @@ def json_too_deep(text: str, limit: int = JSON_MAX_DEPTH) -> bool:
 
     Checked before decoding, so that a hostile frame never drives the decoder
     into a RecursionError (which CPython 3.11 does not always recover from
-    cleanly). Cheap for ordinary frames: the scan runs only when the frame
-    holds more opening brackets than ``limit``.
+    cleanly). Ordinary frames skip it (it runs only when the frame holds more
+    opening brackets than ``limit``). Otherwise every step is a C-level pass:
+    drop escaped characters, then strings (no escape is left, so each string
+    match ends at the next quote: linear), keep only the brackets, and peel
+    innermost pairs ``limit`` times; an opening bracket left means too deep
+    (or unbalanced, which the decoder would refuse anyway).
     """
     if text.count("[") + text.count("{") <= limit:
         return False
-    depth = 0
-    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
+    brackets = _JSON_STRING.sub("", _JSON_ESCAPE.sub("", text))
+    brackets = _JSON_NOT_BRACKET.sub("", brackets).translate(_TO_PARENS)
+    if "(" * (limit + 1) in brackets:
+        return True
+    for _ in range(limit):
+        if "()" not in brackets:
+            break
+        brackets = brackets.replace("()", "")
+    return "(" in brackets
 
 
 Frame = bytes | str

@@ -25,7 +25,10 @@ RequestId = (
     Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     | Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
 )
-Id64 = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: Pattern of every entity id on the wire (users, conversations, consultations):
+#: the pseudonymous ids the audit trail accepts, so a bad id is a ``bad_request``.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+Id64 = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Token = Annotated[str, msgspec.Meta(min_length=16, max_length=512)]
 Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Seq = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]

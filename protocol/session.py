@@ -46,6 +46,10 @@ class SessionLimits:
     abuse_window_s: float = 10.0
 
 
+#: Largest rate-limited frame decoded only to echo its request id (bytes).
+PEEK_MAX_BYTES = 4096
+
+
 class State(enum.Enum):
     AWAITING_HELLO = "awaiting_hello"
     AUTHENTICATING = "authenticating"
@@ -160,6 +164,9 @@ class Session:
         try:
             if size > self.limits.max_frame_bytes:
                 raise ProtocolError(ErrorCode.TOO_LARGE, "frame over max_frame_bytes")
+            if self.state is not State.OPEN and size > Hello.max_bytes:
+                # Before authentication nothing larger than a hello is decoded.
+                raise ProtocolError(ErrorCode.TOO_LARGE, "frame over the hello limit")
             message = parse_message(self.codec.decode_raw(frame), size)
         except ProtocolError as exc:
             return self._reject(exc, now)
@@ -196,8 +203,9 @@ class Session:
         return Deliver(message)
 
     def _peek_id(self, frame: Frame, size: int) -> RequestId | None:
-        # A rate-limited request still gets its id back, so the client can fail it.
-        if size > self.limits.max_frame_bytes:
+        # A rate-limited request still gets its id back, so the client can fail it;
+        # only small frames are decoded for that, so rate limiting stays cheap.
+        if size > min(PEEK_MAX_BYTES, self.limits.max_frame_bytes):
             return None
         try:
             raw = self.codec.decode_raw(frame)

@@ -177,3 +177,20 @@ def test_server_messages_tolerate_unknown_fields() -> None:
     msg = decode_server_message(JsonCodec(), '{"type":"result","id":1,"data":null,"new":1}')
     assert msg == Result(id=1)
     assert msgspec.to_builtins(msg) == {"type": "result", "id": 1}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"type": "presence.get", "id": 1, "users": ["bob smith"]},
+        {"type": "presence.subscribe", "id": 1, "users": ["ada@example.org"]},
+        {"type": "chat.sync", "id": 1, "conv": "-x", "after_seq": 0},
+        {"type": "chat.create", "id": 1, "kind": "direct", "members": ["Jean Dupont"]},
+    ],
+)
+def test_entity_ids_are_pseudonymous_or_refused(raw: dict[str, object]) -> None:
+    """Names, emails and odd ids never reach a capability (nor its audit trail)."""
+    with pytest.raises(ProtocolError) as info:
+        parse_message(raw, 64)
+    assert info.value.code is ErrorCode.BAD_REQUEST
+    assert info.value.request_id == 1

@@ -324,3 +324,11 @@ def test_structured_strategy_reaches_valid_messages() -> None:
     quick = settings(max_examples=2000, database=None, phases=[Phase.generate])
     found = find(messages(), parses, settings=quick)
     assert found["type"] in CLIENT_TYPES
+
+
+def test_json_depth_guard_on_hostile_quotes() -> None:
+    """Escaped quotes that never close a string do not confuse the guard."""
+    assert json_too_deep("[" * 65 + '"' + '\\"' * 30000)
+    assert not json_too_deep('["' + '\\"' * 30000 + '",' + "[]" * 40 + "]")
+    assert json_too_deep('["\\\\",' + "[" * 65 + "]" * 65 + "]")  # an escaped backslash
+    assert not json_too_deep('{"a":"' + "[" * 100 + '"}')  # brackets inside a string

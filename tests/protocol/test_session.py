@@ -264,6 +264,18 @@ def test_rate_limited_frame_over_the_frame_limit_has_no_id(codec: Codec) -> None
     rejected(s.receive(big, T0), ErrorCode.RATE_LIMITED, None)
 
 
+def test_large_rate_limited_frame_is_not_decoded_for_its_id(codec: Codec) -> None:
+    s = opened(codec, SessionLimits(rate_per_s=1.0, rate_burst=1), now=T0)
+    big = frame(codec, {"type": "ping", "id": 5, "pad": "x" * 5000})
+    rejected(s.receive(big, T0), ErrorCode.RATE_LIMITED, None)
+
+
+def test_before_hello_nothing_larger_than_a_hello_is_decoded(codec: Codec) -> None:
+    s = Session(codec, SessionLimits(), T0)
+    big = frame(codec, {"type": "hello", "id": 1, "auth": {"method": "cookie"}, "x": "y" * 17000})
+    rejected(s.receive(big, T0), ErrorCode.TOO_LARGE, None)
+
+
 def test_token_bucket() -> None:
     b = TokenBucket(2.0, 3, now=0.0)
     assert [b.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
