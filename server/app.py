@@ -70,7 +70,8 @@ def build_components(
 
     def peer_address(conn: HTTPConnection) -> str | None:
         peer = conn.client.host if conn.client else None
-        return client_address(peer, conn.headers.get("x-forwarded-for"), proxies)
+        forwarded = ",".join(conn.headers.getlist("x-forwarded-for")) or None
+        return client_address(peer, forwarded, proxies)
 
     realtime = build_realtime(settings, database, broker, audit, router)
     hub = Hub(

@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ws_handshake_timeout_s: float = 5.0
     ws_heartbeat_interval_s: float = 25.0
     ws_idle_timeout_s: float = 60.0
+    ws_close_timeout_s: float = 10.0
     ws_max_frame_bytes: int = 65536
     ws_hard_max_frame_bytes: int = 1048576
     ws_send_queue_max_messages: int = 1024
@@ -149,6 +150,8 @@ FIELD_DOCS: dict[str, str] = {
     "ws_handshake_timeout_s": "seconds a new socket has to send a valid hello; then close 4001",
     "ws_heartbeat_interval_s": "seconds between server pings on a quiet socket",
     "ws_idle_timeout_s": "seconds without any inbound frame before close 4008",
+    "ws_close_timeout_s": "seconds a closing socket may take to accept its close frame "
+    "(a peer that stopped reading); then the connection is dropped",
     "ws_max_frame_bytes": "bytes; a larger frame gets error too_large, socket survives",
     "ws_hard_max_frame_bytes": "bytes; a larger frame closes the socket with 1009",
     "ws_send_queue_max_messages": "messages queued to one socket; past it, slow-consumer policy",

@@ -48,10 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds we wait for a close frame to be written (a client that does not read
-#: blocks it) before abandoning the socket to the server, which closes TCP.
-CLOSE_WRITE_TIMEOUT_S = 10.0
-
 
 class Connection:
     """One accepted socket: its session, send queue and identity."""
@@ -59,6 +55,7 @@ class Connection:
     __slots__ = (
         "_close_after_flush",
         "_closing",
+        "_closing_since",
         "_flush_pending",
         "_low_water",
         "_pending",
@@ -99,6 +96,7 @@ class Connection:
         self.active = False
         self._writer: asyncio.Task[None] | None = None
         self._closing: tuple[int, str] | None = None
+        self._closing_since = 0.0
         self._close_after_flush = False
         self._flush_pending = False
         self._pending: deque[tuple[RequestId, str, float, ServerMessage | Deferred]] | None = None
@@ -200,13 +198,21 @@ class Connection:
     def close(self, code: int, reason: str, *, flush: bool = False) -> None:
         """Close the socket with ``code``; with ``flush``, after the queue is written.
 
-        Without ``flush`` (slow consumer, abuse), queued frames are discarded.
-        Safe to call more than once; the first call wins.
+        Without ``flush`` (slow consumer, abuse, the end of a drain), queued
+        frames are discarded. Safe to call more than once: the first call wins,
+        except that a close without ``flush`` cuts short a flushing one that
+        has not finished (a peer that stopped reading cannot block a close).
+        The ticker abandons the socket if its close frame cannot be written
+        within ``ws_close_timeout_s``.
         """
         if self._closing is not None:
-            return
+            if flush or not self._close_after_flush:
+                return
+            self._close_after_flush = False  # escalate: stop waiting for the queue
+        else:
+            self._closing_since = time.monotonic()
+            self.hub.metrics.closes.labels(str(code)).inc()
         self._closing = (code, reason)
-        self.hub.metrics.closes.labels(str(code)).inc()
         if flush:
             self._close_after_flush = True
             if self._writer is None and not self._flush_pending:
@@ -223,7 +229,9 @@ class Connection:
         if self.ws.application_state is WebSocketState.DISCONNECTED:
             return
         try:
-            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_WRITE_TIMEOUT_S)
+            await asyncio.wait_for(
+                self.ws.close(code, reason), self.hub.settings.ws_close_timeout_s
+            )
         except TimeoutError:
             if self._reader is not None:
                 self._reader.cancel()  # run() returns; the server drops the socket
@@ -382,6 +390,11 @@ class Connection:
     def poll(self, now: float) -> None:
         """Called by the hub's ticker: enforce deadlines, send heartbeats."""
         if self._closing is not None:
+            reader = self._reader
+            overdue = now - self._closing_since >= self.hub.settings.ws_close_timeout_s
+            if overdue and reader is not None:
+                self._reader = None
+                reader.cancel()  # run() returns and the server drops the connection
             return
         action = self.session.poll(now)
         if action is None:

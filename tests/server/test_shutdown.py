@@ -61,3 +61,28 @@ async def test_full_node_closes_new_sockets_1013(tmp_path: Path) -> None:
         with pytest.raises(ConnectionClosed) as info:
             await third.recv()
         assert close_code(info) == 1013
+
+
+async def test_a_peer_that_stops_reading_cannot_hold_its_socket(tmp_path: Path) -> None:
+    """A flushing close stuck behind a full TCP buffer is cut short, then dropped."""
+    settings = hub_settings(
+        tmp_path, ws_close_timeout_s=0.5, ws_send_queue_max_messages=4096,
+        ws_send_queue_max_bytes=512 * 1024 * 1024,
+    )  # fmt: skip
+    async with run_hub(settings, USERS) as hub, client(hub, "alice"), client(hub, "bob") as bob:
+        hub_ = hub.components.hub
+        (conn,) = hub_.by_user["alice"]
+        blob = "z" * 60000
+        for seq in range(600):  # ~36 MB: far more than the socket buffers hold
+            conn.send(Event(ch="test:1", seq=seq, kind="test.blob", data=blob))
+        while conn.queue and conn.session.last_sent == 0:
+            await asyncio.sleep(0.01)
+        conn.close(4010, "session revoked", flush=True)  # waits for a queue that cannot drain
+        conn.close(1012, "going away")  # must cut it short
+        assert not conn.queue
+        deadline = asyncio.get_running_loop().time() + 10
+        while conn in hub_.connections:
+            assert asyncio.get_running_loop().time() < deadline, "socket never dropped"
+            await asyncio.sleep(0.05)
+        assert "alice" not in hub_.by_user
+        assert (await bob.request({"type": "ping", "id": 1}))["type"] == "result"

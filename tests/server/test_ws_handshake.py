@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol.codec import SUBPROTOCOL_MSGPACK
-from tests.hubtest import client, close_code, hub_settings, principal, run_hub, token_for
+from tests.hubtest import Client, client, close_code, hub_settings, principal, run_hub, token_for
 
 USERS = {"alice": principal("alice"), "bob": principal("bob")}
 
@@ -181,3 +181,35 @@ async def test_refused_handshake_is_counted(tmp_path: Path) -> None:
         await asyncio.sleep(0)
         text = hub.components.metrics.render().decode()
         assert 'medhub_ws_handshake_failures_total{reason="subprotocol"} 1.0' in text
+
+
+async def test_audit_source_reads_every_forwarded_for_line(tmp_path: Path) -> None:
+    """A proxy appending its own header line cannot be fooled by a forged first line."""
+    import sqlalchemy as sa
+
+    from server.store.schema import audit_log
+
+    settings = hub_settings(tmp_path, trusted_proxies=["127.0.0.1"])
+    async with run_hub(settings, USERS) as hub:
+        forged = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9")]
+        async with connect(
+            hub.url,
+            subprotocols=[SUBPROTOCOL_MSGPACK],
+            additional_headers=forged,  # type: ignore[list-item]
+        ) as ws:
+            c = Client(ws, binary=True)
+            await c.request(
+                {
+                    "type": "hello",
+                    "id": "h",
+                    "auth": {"method": "token", "token": token_for("alice")},
+                }
+            )
+        await hub.components.audit.flush()
+        async with hub.components.database.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(audit_log.c.source).where(audit_log.c.action == "ws_connect")
+                )
+            ).all()
+        assert [r.source for r in rows] == ["203.0.113.9"]
