@@ -15,6 +15,16 @@ where they are already committed (seqs commit contiguously, see
 RELIABLE with ``send_frame``; a socket that cannot keep up is closed 4009 by
 the connection layer and resumes with ``chat.sync``.
 
+The node that commits also feeds its own channel directly
+(:meth:`Fanout.committed`), so its followers never depend on the broker round
+trip; the broker notice that comes back later is de-duplicated by seq. A
+publish that fails triggers a check of the conversation's last seq, and every
+channel re-reads its conversation's last seq every :data:`CHECK_INTERVAL_S`
+seconds: a seq seen committed at the previous check and still not delivered is
+read from the database. So a lost notice (Redis pub/sub is at-most-once, e.g.
+while its listener reconnects) delays an event by at most about twice that
+interval, even when it is the conversation's last one.
+
 A socket that starts following gets an :class:`Attachment` with a buffer:
 live events are buffered while the caller replays history, then
 :meth:`Attachment.go_live` sends the buffered ones newer than the last replayed
@@ -35,7 +45,7 @@ import msgspec
 from protocol.chat import ChatEvent, channel_of
 from protocol.codec import JsonCodec, MsgpackCodec
 from protocol.messages import Event
-from server.broker.base import Broker, Subscription
+from server.broker.base import Broker, BrokerError, Subscription
 from server.connection import Connection
 from server.sendqueue import Delivery
 
@@ -49,6 +59,15 @@ _EVENT_DECODER = msgspec.msgpack.Decoder(Event)
 ReadRange = Callable[[str, int, int], Awaitable[list[ChatEvent]]]
 #: The last committed seq of ``conv``.
 ReadLast = Callable[[str], Awaitable[int]]
+#: The last committed seq of each existing conversation among those given.
+ReadLasts = Callable[[list[str]], Awaitable[dict[str, int]]]
+
+#: Seconds between two checks of a followed conversation's last seq (lost notices).
+CHECK_INTERVAL_S = 5.0
+#: Conversations whose last seq one check reads in one query.
+CHECK_BATCH = 500
+#: Seconds :meth:`Fanout.close` waits for pending publishes before cancelling them.
+CLOSE_TIMEOUT_S = 5.0
 
 
 def encode_event(conv: str, ev: ChatEvent) -> bytes:
@@ -101,25 +120,65 @@ class Channel:
         self.subscription: Subscription | None = None
         self.ready = asyncio.Event()
         self.filling = False
+        self.seen_last = 0  # the conversation's last seq read at the previous check
 
 
 class Fanout:
     """The channels of this node; see the module docstring."""
 
-    def __init__(self, broker: Broker, read_range: ReadRange, read_last: ReadLast) -> None:
+    def __init__(
+        self, broker: Broker, read_range: ReadRange, read_last: ReadLast,
+        read_lasts: ReadLasts | None = None, *, check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> None:  # fmt: skip
         self._broker = broker
         self._read_range = read_range
         self._read_last = read_last
+        self._read_lasts = read_lasts or self._read_each
+        self._check_interval_s = check_interval_s
         self._channels: dict[str, Channel] = {}
         self._by_conn: dict[Connection, set[str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._checker: asyncio.Task[None] | None = None
         self.gap_fills = 0
+        self.publish_failures = 0
+
+    async def start(self) -> None:
+        """Start the periodic last-seq check of followed conversations (idempotent)."""
+        if self._checker is None:
+            self._checker = asyncio.create_task(self._check_loop(), name="chat-fanout-check")
+
+    async def _read_each(self, convs: list[str]) -> dict[str, int]:
+        return {conv: await self._read_last(conv) for conv in convs}
 
     # -- publishing ---------------------------------------------------------------
-    async def publish(self, conv: str, events: list[ChatEvent]) -> None:
-        """Tell every node about committed ``events`` of ``conv`` (ascending seq)."""
-        notice = {"c": conv, "e": [[ev.seq, encode_event(conv, ev)] for ev in events]}
-        await self._broker.publish(channel_of(conv), msgpack.packb(notice))
+    def committed(self, conv: str, events: list[ChatEvent]) -> None:
+        """Deliver committed ``events`` of ``conv`` (ascending seq) here, and publish them.
+
+        This node's followers get them at once, without the broker round trip;
+        the notice coming back from the broker is then ignored (seq already
+        delivered). Must be called on the event loop; does not block.
+        """
+        entries = [(ev.seq, encode_event(conv, ev)) for ev in events]
+        ch = self._channels.get(conv)
+        if ch is not None:
+            for seq, frame in entries:
+                if seq > ch.last:
+                    ch.pending.setdefault(seq, frame)
+            self._advance(ch)
+        self.spawn(self._publish(conv, entries))
+
+    async def _publish(self, conv: str, entries: list[tuple[int, bytes]]) -> None:
+        notice = {"c": conv, "e": [list(e) for e in entries]}
+        try:
+            await self._broker.publish(channel_of(conv), msgpack.packb(notice))
+        except BrokerError as exc:
+            # Other nodes catch up at their next check; the broker is probably
+            # losing other nodes' notices too: check this node's channel now.
+            self.publish_failures += 1
+            log.warning("chat publish failed", extra={"conv": conv, "error": type(exc).__name__})
+            ch = self._channels.get(conv)
+            if ch is not None:
+                self.spawn(self._check_now(ch))
 
     async def publish_ephemeral(self, conv: str, kind: str, data: Any) -> None:
         """Send an ephemeral (seq 0, not stored, not replayed) event to followers."""
@@ -144,21 +203,30 @@ class Fanout:
         The caller replays history then calls :meth:`Attachment.go_live`.
         Raises BrokerError when the broker cannot subscribe.
         """
-        ch = self._channels.get(conv)
-        if ch is None:
-            ch = Channel(conv)
-            self._channels[conv] = ch
-            try:
-                ch.subscription = await self._broker.subscribe(channel_of(conv), self._on_notice)
-                ch.last = await self._read_last(conv)
-            except BaseException:
-                self._channels.pop(conv, None)
+        while True:
+            ch = self._channels.get(conv)
+            if ch is None:
+                ch = Channel(conv)
+                self._channels[conv] = ch
+                try:
+                    ch.subscription = await self._broker.subscribe(
+                        channel_of(conv), self._on_notice
+                    )
+                    ch.last = ch.seen_last = await self._read_last(conv)
+                except BaseException:
+                    if self._channels.get(conv) is ch:
+                        del self._channels[conv]
+                    if ch.subscription is not None:
+                        self.spawn(self._broker.unsubscribe(ch.subscription))
+                    ch.ready.set()
+                    raise
                 ch.ready.set()
-                raise
-            ch.ready.set()
-            self._advance(ch)
-        else:
+                self._advance(ch)
+                break
             await ch.ready.wait()
+            if self._channels.get(conv) is ch:
+                break
+            # Its subscribe failed and it was dropped: start over (and subscribe ourselves).
         att = Attachment(conn)
         ch.attached[conn] = att
         self._by_conn.setdefault(conn, set()).add(conv)
@@ -187,11 +255,24 @@ class Fanout:
         ch = self._channels.get(conv)
         return ch is not None and conn in ch.attached
 
-    async def close(self) -> None:
-        """Unsubscribe every channel and wait for pending tasks."""
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Wait (at most ``timeout_s``) for pending publishes, then unsubscribe everything.
+
+        Call after the writer is closed, so that its last batch is announced.
+        Tasks still running after ``timeout_s`` (broker or database down) are cancelled.
+        """
+        if self._checker is not None:
+            self._checker.cancel()
+            await asyncio.gather(self._checker, return_exceptions=True)
+            self._checker = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
         for ch in list(self._channels.values()):
             if ch.subscription is not None:
-                await self._broker.unsubscribe(ch.subscription)
+                try:
+                    await self._broker.unsubscribe(ch.subscription)
+                except BrokerError:
+                    log.warning("chat unsubscribe failed at close")
         self._channels.clear()
         self._by_conn.clear()
         for task in list(self._tasks):
@@ -252,6 +333,53 @@ class Fanout:
                 dead.append(conn)
         for conn in dead:
             self.detach(conn, ch.conv)
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_interval_s)
+            try:
+                await self._check_all()
+            except Exception:
+                log.exception("chat last seq check failed")
+
+    async def _check_all(self) -> None:
+        """Fill every gap up to the last seq seen committed at the previous check.
+
+        A seq committed a whole interval ago and still not delivered was lost
+        by the broker; one committed just now may still be on its way.
+        """
+        channels = [ch for ch in self._channels.values() if ch.last >= 0]
+        for i in range(0, len(channels), CHECK_BATCH):
+            chunk = channels[i : i + CHECK_BATCH]
+            try:
+                lasts = await self._read_lasts([ch.conv for ch in chunk])
+            except Exception as exc:
+                log.warning("chat last seq check failed", extra={"error": type(exc).__name__})
+                return
+            for ch in chunk:
+                current = lasts.get(ch.conv)
+                if current is not None:
+                    target, ch.seen_last = ch.seen_last, max(ch.seen_last, current)
+                    self._catch_up(ch, target)
+
+    async def _check_now(self, ch: Channel) -> None:
+        """Fill up to the conversation's current last seq (its notice will not come)."""
+        try:
+            current = await self._read_last(ch.conv)
+        except Exception as exc:
+            log.warning("chat last seq check failed", extra={"error": type(exc).__name__})
+            return
+        ch.seen_last = max(ch.seen_last, current)
+        self._catch_up(ch, current)
+
+    def _catch_up(self, ch: Channel, target: int) -> None:
+        """Read the events up to ``target`` from the database unless delivered or under way."""
+        if ch.last < 0 or ch.filling or target <= ch.last:
+            return
+        if self._channels.get(ch.conv) is not ch:
+            return  # nobody follows it any more
+        ch.filling = True
+        self.spawn(self._fill(ch, target + 1))
 
     async def _fill(self, ch: Channel, until: int) -> None:
         """Read the events between ``ch.last`` and ``until`` from the database, then advance."""

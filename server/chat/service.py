@@ -1,12 +1,12 @@
 """The chat capability: request handlers over the store, the writer and the fan-out.
 
 Every handler authorises with :mod:`server.policy` (rule 5) and
-audits: ``create`` for a conversation or message, ``update`` / ``delete`` for
-an edit, a delete or a receipt, ``read`` for history, sync and listing,
-``denied`` (with the policy's reason) for each refusal. Audit entries carry
-pseudonymous ids only, never a text. Decisions are cached per (user,
-conversation, action) for ``access_ttl_s`` seconds: a revoked right stops
-working within that time.
+audits (:mod:`server.chat.access`): ``create`` for a conversation or message,
+``update`` / ``delete`` for an edit, a delete or a receipt, ``read`` for
+history, sync and listing, ``denied`` (with the policy's reason) for each
+refusal. Audit entries carry pseudonymous ids only, never a text. Decisions
+are cached per (user, conversation, action) for ``access_ttl_s`` seconds: a
+revoked right stops working within that time.
 
 Handler errors (``HandlerError``): ``not_found`` (no such conversation,
 message or consultation, or an unknown member), ``forbidden`` (the policy
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from typing import Any
 
 import msgpack
@@ -46,11 +45,10 @@ from protocol.errors import ErrorCode
 from protocol.messages import Event
 from server import policy
 from server.audit.events import Action as AuditAction
-from server.audit.events import AuditEvent
-from server.audit.events import Result as AuditResult
 from server.broker.base import Broker, BrokerError, Subscription
 from server.chat import store
-from server.chat.facts import Facts, subject_of
+from server.chat.access import ChatAccess
+from server.chat.facts import Facts
 from server.chat.fanout import Fanout
 from server.chat.writer import ChatWriter, Stored, WriterClosedError
 from server.connection import Connection
@@ -83,10 +81,9 @@ class ChatService:
         durable: bool = True,
     ) -> None:
         self.db, self.broker, self.keys, self.facts, self.audit = db, broker, keys, facts, audit
-        self.access_ttl_s = access_ttl_s
-        self.fanout = Fanout(broker, self._read_range, self._read_last)
+        self.fanout = Fanout(broker, self._read_range, self._read_last, self._read_lasts)
         self.writer = ChatWriter(db, keys, self._committed, durable=durable)
-        self._access: dict[tuple[str, str | None, str, str], tuple[float, store.Conversation]] = {}
+        self.access = ChatAccess(db, keys, facts, audit, access_ttl_s)
         self._sockets: dict[str, set[Connection]] = {}  # user -> this node's sockets
         self._created: Subscription | None = None
 
@@ -107,6 +104,7 @@ class ChatService:
     async def start(self) -> None:
         """Start the batching writer and listen for conversations created on any node."""
         await self.writer.start()
+        await self.fanout.start()
         self._created = await self.broker.subscribe(CREATED_TOPIC, self._on_created)
 
     async def close(self) -> None:
@@ -155,76 +153,6 @@ class ChatService:
                     conn.send(event)
 
     # -- helpers ------------------------------------------------------------------------
-    def _audit(
-        self, ctx: RequestContext, action: AuditAction, target_type: str, target_id: str,
-        reason: str | None = None, result: AuditResult = AuditResult.OK,
-    ) -> None:  # fmt: skip
-        p = ctx.principal
-        self.audit.record(
-            AuditEvent(
-                action=action, result=result, actor=p.user_id, acting_for=p.acting_for,
-                role=p.role, org=p.org_id, target_type=target_type, target_id=target_id,
-                reason=reason, source=ctx.connection.client_address,
-                request_id=ctx.connection.conn_id,
-            )
-        )  # fmt: skip
-
-    def _deny(
-        self, ctx: RequestContext, target_type: str, target_id: str, reason: str
-    ) -> HandlerError:
-        self._audit(ctx, AuditAction.DENIED, target_type, target_id, reason, AuditResult.DENIED)
-        return HandlerError(ErrorCode.FORBIDDEN, "not allowed")
-
-    async def _subject(self, ctx: RequestContext) -> policy.Subject:
-        p = ctx.principal
-        return await subject_of(self.facts, p.user_id, p.org_id, p.role, p.acting_for)
-
-    async def _authorise(
-        self, ctx: RequestContext, conv_id: str, action: Action
-    ) -> store.Conversation:
-        """The conversation, once ``action`` is allowed; raises HandlerError (audited)."""
-        p = ctx.principal
-        key = (p.user_id, p.acting_for, conv_id, action.value)
-        now = time.monotonic()
-        hit = self._access.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        try:
-            async with self.db.begin(readonly=True) as conn:
-                conv = await store.conversation(conn, self.keys, conv_id)
-                mine = await store.member(conn, conv_id, p.user_id) if conv else None
-            if conv is None:
-                raise self._deny_missing(ctx, conv_id)
-            subject = await self._subject(ctx)
-            rels = frozenset[policy.Relationship]()
-            if conv.patient_id is not None:
-                rels = await self.facts.relationships_of([conv.patient_id])
-        except SQLAlchemyError as exc:
-            raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
-        decision = policy.conversation_access(
-            subject,
-            action,
-            policy.Target(
-                "conversation", conv.org, id=conv.id, patient_id=conv.patient_id,
-                ref_id=conv.consultation_id,
-            ),
-            consultation=conv.kind == "consultation",
-            is_member=mine is not None,
-            facts=policy.Facts(rels),
-        )  # fmt: skip
-        if not decision:
-            raise self._deny(ctx, "conversation", conv_id, decision.reason)
-        if len(self._access) > 10_000:
-            self._access.clear()
-        self._access[key] = (now + self.access_ttl_s, conv)
-        return conv
-
-    def _deny_missing(self, ctx: RequestContext, conv_id: str) -> HandlerError:
-        self._audit(
-            ctx, AuditAction.DENIED, "conversation", conv_id, "not_found", AuditResult.DENIED
-        )
-        return HandlerError(ErrorCode.NOT_FOUND, "no such conversation")
-
     async def _read_range(self, conv: str, after: int, until: int) -> list[ChatEvent]:
         async with self.db.begin(readonly=True) as conn:
             evs = await store.events(
@@ -233,18 +161,20 @@ class ChatService:
         return [e for e in evs if e.seq < until]
 
     async def _read_last(self, conv: str) -> int:
+        return (await self._read_lasts([conv])).get(conv, 0)
+
+    async def _read_lasts(self, convs: list[str]) -> dict[str, int]:
         async with self.db.begin(readonly=True) as conn:
-            found = await store.conversation(conn, self.keys, conv)
-        return 0 if found is None else found.last_seq
+            return await store.last_seqs(conn, convs)
 
     def _committed(self, conv: str, events: list[ChatEvent]) -> None:
-        self.fanout.spawn(self.fanout.publish(conv, events))
+        self.fanout.committed(conv, events)
 
     # -- conversations ------------------------------------------------------------------
     async def create(self, ctx: RequestContext, msg: ChatCreate) -> dict[str, Any]:
         """Create or find a conversation (see ``ChatCreate``); the socket follows it."""
         p = ctx.principal
-        subject = await self._subject(ctx)
+        subject = await self.access.subject(ctx)
         members: dict[str, str]
         patient: str | None = None
         direct_key = None
@@ -260,21 +190,21 @@ class ChatService:
                 )
             found = await self.facts.users(others)
             if len(found) != len(others):
-                raise self._deny(
+                raise self.access.deny(
                     ctx, "user", next(u for u in others if u not in found), "unknown_user"
                 )
             decision = policy.staff_conversation(
                 subject, (policy.Subject(u, f.org_id, f.role) for u, f in found.items())
             )
             if not decision:
-                raise self._deny(ctx, "conversation", "new", decision.reason)
+                raise self.access.deny(ctx, "conversation", "new", decision.reason)
             members = {u: f.role for u, f in found.items()}
             members[p.user_id] = p.role
             if msg.kind == "direct":
                 direct_key = "|".join(sorted(members))
         conv_id, created = await self._insert(ctx, msg, members, patient, direct_key)
         if created:
-            self._audit(ctx, AuditAction.CREATE, "conversation", conv_id)
+            self.access.audit(ctx, AuditAction.CREATE, "conversation", conv_id)
         att = await self.fanout.attach(ctx.connection, conv_id)
         att.go_live(0)  # nothing to replay in a new conversation; an old one: use chat.sync
         if created:
@@ -297,7 +227,7 @@ class ChatService:
         )
         decision = policy.decide(subject, Action.CHAT_WRITE, target, rels)
         if not decision:
-            raise self._deny(ctx, "consultation", consultation, decision.reason)
+            raise self.access.deny(ctx, "consultation", consultation, decision.reason)
         delegations = await self.facts.delegations_of(c.practitioners)
         ids = {c.patient_id, *c.practitioners}
         ids |= {
@@ -307,7 +237,7 @@ class ChatService:
         facts = await self.facts.users(ids)
         members = {u: f.role for u, f in facts.items() if f.org_id == c.org_id}
         if ctx.principal.user_id not in members:
-            raise self._deny(ctx, "consultation", consultation, "not_participant")
+            raise self.access.deny(ctx, "consultation", consultation, "not_participant")
         return members, c.patient_id
 
     async def _insert(
@@ -356,7 +286,7 @@ class ChatService:
                      "last_seq": conv.last_seq, "read_seq": me.read_seq,
                      "delivered_seq": me.delivered_seq, "unread": unread}
                 )  # fmt: skip
-        self._audit(ctx, AuditAction.READ, "conversation_list", p.user_id)
+        self.access.audit(ctx, AuditAction.READ, "conversation_list", p.user_id)
         return {"conversations": out}
 
     # -- messages ---------------------------------------------------------------------------
@@ -366,7 +296,7 @@ class ChatService:
         Authorised and queued in request order; the reply is deferred until the
         batch holding it commits, so one socket can have several sends in flight.
         """
-        await self._authorise(ctx, msg.conv, Action.CHAT_WRITE)
+        await self.access.authorise(ctx, msg.conv, Action.CHAT_WRITE)
         try:
             fut = self.writer.submit(
                 msg.conv, ctx.principal.user_id, msg.client_msg_id, msg.text, msg.record
@@ -385,25 +315,25 @@ class ChatService:
         except (SQLAlchemyError, OSError, WriterClosedError, RuntimeError) as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "message not stored; retry") from exc
         if not stored.duplicate:
-            self._audit(ctx, AuditAction.CREATE, "chat_message", f"{msg.conv}.{stored.seq}")
+            self.access.audit(ctx, AuditAction.CREATE, "chat_message", f"{msg.conv}.{stored.seq}")
         return {"seq": stored.seq, "duplicate": stored.duplicate}
 
     async def edit(self, ctx: RequestContext, msg: ChatEdit) -> dict[str, Any]:
         """Edit my message (a version is kept)."""
         ev = await self._change(ctx, msg.conv, msg.seq, msg.client_msg_id, msg.text)
-        self._audit(ctx, AuditAction.UPDATE, "chat_message", f"{msg.conv}.{msg.seq}")
+        self.access.audit(ctx, AuditAction.UPDATE, "chat_message", f"{msg.conv}.{msg.seq}")
         return {"seq": ev.seq, "version": ev.version}
 
     async def delete(self, ctx: RequestContext, msg: ChatDelete) -> dict[str, Any]:
         """Delete my message (its versions are kept)."""
         ev = await self._change(ctx, msg.conv, msg.seq, msg.client_msg_id, None)
-        self._audit(ctx, AuditAction.DELETE, "chat_message", f"{msg.conv}.{msg.seq}")
+        self.access.audit(ctx, AuditAction.DELETE, "chat_message", f"{msg.conv}.{msg.seq}")
         return {"seq": ev.seq}
 
     async def _change(
         self, ctx: RequestContext, conv: str, target: int, client_msg_id: str, text: str | None
     ) -> ChatEvent:
-        await self._authorise(ctx, conv, Action.CHAT_WRITE)
+        await self.access.authorise(ctx, conv, Action.CHAT_WRITE)
         try:
             async with self.db.begin(durable=True) as conn:
                 ev = await store.change_message(
@@ -413,26 +343,26 @@ class ChatService:
         except LookupError as exc:
             raise HandlerError(ErrorCode.NOT_FOUND, "no such message") from exc
         except PermissionError as exc:
-            raise self._deny(ctx, "chat_message", f"{conv}.{target}", "not_author") from exc
+            raise self.access.deny(ctx, "chat_message", f"{conv}.{target}", "not_author") from exc
         except ValueError as exc:
             raise HandlerError(ErrorCode.BAD_REQUEST, "message already deleted") from exc
         except SQLAlchemyError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "not stored; retry") from exc
-        self.fanout.spawn(self.fanout.publish(conv, [ev]))
+        self.fanout.committed(conv, [ev])
         return ev
 
     async def versions(self, ctx: RequestContext, msg: ChatVersions) -> dict[str, Any]:
         """Earlier versions of a message (who changed it, when, and the text before)."""
-        await self._authorise(ctx, msg.conv, Action.CHAT_READ)
+        await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
         async with self.db.begin(readonly=True) as conn:
             found = await store.versions(conn, self.keys, msg.conv, msg.seq)
-        self._audit(ctx, AuditAction.READ, "chat_message", f"{msg.conv}.{msg.seq}")
+        self.access.audit(ctx, AuditAction.READ, "chat_message", f"{msg.conv}.{msg.seq}")
         return {"versions": found}
 
     # -- reading ------------------------------------------------------------------------------
     async def history(self, ctx: RequestContext, msg: ChatHistory) -> dict[str, Any]:
         """A page of events before or after a seq, ascending."""
-        await self._authorise(ctx, msg.conv, Action.CHAT_READ)
+        await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
         async with self.db.begin(readonly=True) as conn:
             evs = await store.events(
                 conn, self.keys, msg.conv, after=msg.after, before=msg.before, limit=msg.limit + 1
@@ -443,12 +373,17 @@ class ChatService:
             if msg.after is not None
             else evs[len(evs) - min(len(evs), msg.limit) :]
         )
-        self._audit(ctx, AuditAction.READ, "conversation", msg.conv)
+        self.access.audit(ctx, AuditAction.READ, "conversation", msg.conv)
         return {"events": [msgspec.to_builtins(e) for e in evs], "more": more}
 
     async def sync(self, ctx: RequestContext, msg: ChatSync) -> dict[str, Any]:
-        """Replay what the socket missed after ``after_seq``, then follow live."""
-        await self._authorise(ctx, msg.conv, Action.CHAT_READ)
+        """Replay what the socket missed after ``after_seq``, then follow live.
+
+        An ``after_seq`` beyond the conversation's last seq is clamped to it:
+        the reply's ``last_seq`` is then lower than ``after_seq`` and every
+        later event is delivered (never filtered by the client's bad position).
+        """
+        await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
         conn = ctx.connection
         try:
             att = await self.fanout.attach(conn, msg.conv)
@@ -456,6 +391,7 @@ class ChatService:
             raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
         try:
             async with self.db.begin(readonly=True) as db:
+                current = (await store.last_seqs(db, [msg.conv])).get(msg.conv, 0)
                 evs = await store.events(
                     db, self.keys, msg.conv, after=msg.after_seq, limit=msg.limit + 1
                 )
@@ -467,12 +403,13 @@ class ChatService:
         ch = channel_of(msg.conv)
         for ev in evs:
             conn.send(Event(ch=ch, seq=ev.seq, kind=ev.kind, data=ev))
-        last = evs[-1].seq if evs else msg.after_seq
+        # read before the events: any seq above it is either replayed or delivered live
+        last = evs[-1].seq if evs else min(msg.after_seq, current)
         if caught_up:
             att.go_live(last)
         else:
             self.fanout.detach(conn, msg.conv)
-        self._audit(ctx, AuditAction.READ, "conversation", msg.conv)
+        self.access.audit(ctx, AuditAction.READ, "conversation", msg.conv)
         return {"last_seq": last, "caught_up": caught_up}
 
     async def unfollow(self, ctx: RequestContext, msg: ChatUnfollow) -> dict[str, Any]:
@@ -483,7 +420,7 @@ class ChatService:
     # -- receipts and typing ----------------------------------------------------------------------
     async def receipt(self, ctx: RequestContext, msg: ChatReceipt) -> dict[str, Any]:
         """Move my delivered / read position forward and tell the followers."""
-        await self._authorise(ctx, msg.conv, Action.CHAT_READ)
+        await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
         user = ctx.principal.user_id
         try:
             async with self.db.begin() as db:
@@ -494,12 +431,12 @@ class ChatService:
             raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
         data = {"user": user, "delivered_seq": me.delivered_seq, "read_seq": me.read_seq}
         self.fanout.spawn(self.fanout.publish_ephemeral(msg.conv, "receipt", data))
-        self._audit(ctx, AuditAction.UPDATE, "chat_receipt", msg.conv)
+        self.access.audit(ctx, AuditAction.UPDATE, "chat_receipt", msg.conv)
         return {"delivered_seq": me.delivered_seq, "read_seq": me.read_seq}
 
     async def typing(self, ctx: RequestContext, msg: ChatTyping) -> dict[str, Any]:
         """Forward a typing indicator, at most one per user per conversation per interval."""
-        await self._authorise(ctx, msg.conv, Action.CHAT_WRITE)
+        await self.access.authorise(ctx, msg.conv, Action.CHAT_WRITE)
         user = ctx.principal.user_id
         try:
             fresh = await self.broker.set_if_absent(

@@ -71,6 +71,15 @@ async def conversation(conn: AsyncConnection, keys: Keyring, conv: str) -> Conve
     return None if row is None else _conv(keys, row)
 
 
+async def last_seqs(conn: AsyncConnection, convs: Sequence[str]) -> dict[str, int]:
+    """The last seq of each existing conversation among ``convs`` (one query)."""
+    if not convs:
+        return {}
+    c = chat_conversation.c
+    rows = await conn.execute(sa.select(c.id, c.last_seq).where(c.id.in_(list(convs))))
+    return {str(r.id): int(r.last_seq) for r in rows}
+
+
 def _conv(keys: Keyring, row: sa.Row[object]) -> Conversation:
     m = row._mapping
     title = m["title"]

@@ -13,9 +13,11 @@ order, per conversation) to publish the new events; it must not block.
 
 Errors: a transaction that fails is retried once (another node may have
 stored the same client id meanwhile); if it fails again, every send of the
-batch gets the exception. ``send`` raises LookupError for an unknown
-conversation (only that send fails) and :class:`WriterClosedError` after
-:meth:`close`.
+batch gets the exception. Any other failure of a batch (a bug, an encoding
+error) is logged and fails only that batch with :class:`WriteFailedError`:
+the writer task keeps running, so later sends are written. ``send`` raises
+LookupError for an unknown conversation (only that send fails) and
+:class:`WriterClosedError` after :meth:`close`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ OnCommit = Callable[[str, list[ChatEvent]], None]
 
 class WriterClosedError(RuntimeError):
     """The writer is closed: the message was NOT stored."""
+
+
+class WriteFailedError(RuntimeError):
+    """The batch holding the message failed unexpectedly: it was NOT stored (retry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +115,7 @@ class ChatWriter:
         at once when the writer is not running; the future carries the other
         errors of the module docstring.
         """
-        if self._closing or self._task is None:
+        if self._closing or self._task is None or self._task.done():
             raise WriterClosedError("chat writer is not running")
         fut: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(conv, sender, client_msg_id, text, record, fut))
@@ -123,16 +129,30 @@ class ChatWriter:
         return await asyncio.shield(self.submit(conv, sender, client_msg_id, text, record))
 
     async def _run(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = self._queue[: self._batch_max]
-            del self._queue[: self._batch_max]
-            await self._write(batch)
+        batch: list[_Pending] = []
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                batch = self._queue[: self._batch_max]
+                del self._queue[: self._batch_max]
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # supervised: one bad batch never stops the writer
+                    log.exception("chat batch failed", extra={"error": type(exc).__name__})
+                    failure = WriteFailedError("chat batch failed")
+                    failure.__cause__ = exc
+                    self._fail(batch, failure)
+                batch = []
+        finally:  # cancelled (or a BaseException): nothing queued may wait forever
+            gone = WriterClosedError("chat writer stopped")
+            self._fail(batch, gone)
+            self._fail(self._queue, gone)
+            self._queue.clear()
 
     async def _write(self, batch: list[_Pending]) -> None:
         for attempt in (1, 2):

@@ -16,7 +16,10 @@ the followed users, so a dead node's users turn offline for followers within
 about ``ttl_s + refresh_s``.
 
 Updates are applied by one worker per node in arrival order (a close never
-overtakes the open of the same socket). Visibility: rule 5 of :mod:`server.policy`;
+overtakes the open of the same socket). The periodic refresh goes through the
+same worker, in chunks of :data:`REFRESH_CHUNK`, and skips a device closed
+meanwhile, so it never writes a closed device back (the close's removal is
+queued after it). Visibility: rule 5 of :mod:`server.policy`;
 refusals are audited. Handler errors: ``bad_request`` (too
 many users followed), ``unavailable`` (broker down).
 """
@@ -51,6 +54,7 @@ from server.audit.events import Action as AuditAction
 from server.audit.events import AuditEvent
 from server.audit.events import Result as AuditResult
 from server.broker.base import Broker, BrokerError, Subscription
+from server.chat.access import audit_id
 from server.chat.facts import Facts, subject_of
 from server.connection import Connection
 from server.hub import AuditRecorder
@@ -62,6 +66,8 @@ log = logging.getLogger(__name__)
 
 _MSGPACK, _JSON = MsgpackCodec(), JsonCodec()
 LAST_SEEN_TTL_S = 90 * 24 * 3600.0
+#: Devices (or followed users) refreshed by one job of the ordered worker.
+REFRESH_CHUNK = 100
 
 
 def _ms() -> int:
@@ -69,11 +75,12 @@ def _ms() -> int:
 
 
 class _Watch:
-    __slots__ = ("conns", "subscription")
+    __slots__ = ("conns", "ready", "subscription")
 
     def __init__(self) -> None:
         self.conns: set[Connection] = set()
         self.subscription: Subscription | None = None
+        self.ready = asyncio.Event()  # set once subscribed (or failed, and dropped)
 
 
 class PresenceService:
@@ -199,17 +206,36 @@ class PresenceService:
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_s)
-            try:
-                for conn, state in list(self.devices.items()):
-                    if conn.principal is not None:
-                        key = f"presence:{conn.principal.user_id}"
-                        await self.broker.presence_set(
-                            key, self._member(conn), state.encode(), self.ttl_s
-                        )
-                for user in list(self._watch):
-                    await self._recompute(user)
-            except BrokerError as exc:
-                log.warning("presence refresh failed", extra={"error": type(exc).__name__})
+            conns, users = list(self.devices), list(self._watch)
+            last: asyncio.Future[Any] | None = None
+            for i in range(0, len(conns), REFRESH_CHUNK):
+                last = self._enqueue(self._refresh_devices, conns[i : i + REFRESH_CHUNK])
+            for i in range(0, len(users), REFRESH_CHUNK):
+                last = self._enqueue(self._refresh_users, users[i : i + REFRESH_CHUNK])
+            if last is not None:  # never queue a new round before this one is done
+                with contextlib.suppress(Exception):
+                    await last
+
+    def _enqueue(
+        self, job: Callable[[list[Any]], Awaitable[None]], items: list[Any]
+    ) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.put_nowait((lambda: job(items), fut))
+        return fut
+
+    async def _refresh_devices(self, conns: list[Connection]) -> None:
+        """Restart the TTL of the devices still open (run by the ordered worker)."""
+        for conn in conns:
+            state = self.devices.get(conn)  # None: closed since; its removal is queued
+            if state is not None and conn.principal is not None:
+                key = f"presence:{conn.principal.user_id}"
+                await self.broker.presence_set(key, self._member(conn), state.encode(), self.ttl_s)
+
+    async def _refresh_users(self, users: list[str]) -> None:
+        """Re-read followed users (a dead node's devices expire) and publish changes."""
+        for user in users:
+            if user in self._watch:
+                await self._recompute(user)
 
     # -- following ----------------------------------------------------------------------
     def _on_change(self, topic: str, payload: bytes) -> None:
@@ -228,17 +254,27 @@ class PresenceService:
             conn.send_frame(frames[binary], "event", Delivery.COALESCE, key=topic)
 
     async def _watch_user(self, conn: Connection, user: str) -> None:
-        watch = self._watch.get(user)
-        if watch is None:
-            watch = self._watch[user] = _Watch()
-            watch.conns.add(conn)
-            try:
-                watch.subscription = await self.broker.subscribe(
-                    f"presence:{user}", self._on_change
-                )
-            except BrokerError:
-                self._watch.pop(user, None)
-                raise
+        """Follow ``user`` for ``conn``; returns once the subscription is active."""
+        while True:
+            watch = self._watch.get(user)
+            if watch is None:
+                watch = self._watch[user] = _Watch()
+                watch.conns.add(conn)
+                try:
+                    watch.subscription = await self.broker.subscribe(
+                        f"presence:{user}", self._on_change
+                    )
+                except BaseException:
+                    if self._watch.get(user) is watch:
+                        del self._watch[user]
+                    raise
+                finally:
+                    watch.ready.set()
+                break
+            await watch.ready.wait()
+            if self._watch.get(user) is watch:
+                break
+            # its subscribe failed and it was dropped: start over (and subscribe ourselves)
         watch.conns.add(conn)
         self._conn_watch.setdefault(conn, set()).add(user)
 
@@ -305,7 +341,7 @@ class PresenceService:
             AuditEvent(
                 action=action, result=AuditResult.OK if reason is None else AuditResult.DENIED,
                 actor=p.user_id, acting_for=p.acting_for, role=p.role, org=p.org_id,
-                target_type="presence", target_id=target, reason=reason,
+                target_type="presence", target_id=audit_id(target), reason=reason,
                 source=ctx.connection.client_address, request_id=ctx.connection.conn_id,
             )
         )  # fmt: skip

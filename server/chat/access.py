@@ -1,0 +1,128 @@
+"""Authorisation and audit of chat requests (split from :mod:`server.chat.service`).
+
+Every decision goes through :mod:`server.policy` (rule 5) and is audited:
+refusals as ``denied`` with the policy's reason. Decisions are cached per
+(user, conversation, action) for ``ttl_s`` seconds: a revoked right stops
+working within that time.
+
+Audit entries carry pseudonymous ids only. An id supplied by a client that
+the audit trail would reject (``AuditEvent`` raises ``ValueError``, e.g.
+``"bob smith"`` or ``"-x"``) is recorded as :data:`INVALID_ID` instead, so a
+malformed id is refused with its proper code, never answered ``internal``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from protocol.errors import ErrorCode
+from server import policy
+from server.audit.events import ID_PATTERN, AuditEvent
+from server.audit.events import Action as AuditAction
+from server.audit.events import Result as AuditResult
+from server.chat import store
+from server.chat.facts import Facts, subject_of
+from server.hub import AuditRecorder
+from server.policy import Action
+from server.router import HandlerError, RequestContext
+from server.security.crypto import Keyring
+from server.store.db import Database
+
+#: The audit target id recorded for a client-supplied id that is not a valid audit id.
+INVALID_ID = "invalid"
+
+
+def audit_id(value: str) -> str:
+    """``value`` when the audit trail accepts it as an id, else :data:`INVALID_ID`."""
+    return value if ID_PATTERN.fullmatch(value) else INVALID_ID
+
+
+class ChatAccess:
+    """Policy checks (cached) and audit records of one chat service."""
+
+    def __init__(
+        self, db: Database, keys: Keyring, facts: Facts, audit: AuditRecorder, ttl_s: float
+    ) -> None:
+        self.db, self.keys, self.facts, self.recorder = db, keys, facts, audit
+        self.ttl_s = ttl_s
+        self._cache: dict[tuple[str, str | None, str, str], tuple[float, store.Conversation]] = {}
+
+    def audit(
+        self, ctx: RequestContext, action: AuditAction, target_type: str, target_id: str,
+        reason: str | None = None, result: AuditResult = AuditResult.OK,
+    ) -> None:  # fmt: skip
+        """Record ``action`` on ``target_id`` (sanitised with :func:`audit_id`)."""
+        p = ctx.principal
+        self.recorder.record(
+            AuditEvent(
+                action=action, result=result, actor=p.user_id, acting_for=p.acting_for,
+                role=p.role, org=p.org_id, target_type=target_type,
+                target_id=audit_id(target_id), reason=reason,
+                source=ctx.connection.client_address, request_id=ctx.connection.conn_id,
+            )
+        )  # fmt: skip
+
+    def deny(
+        self, ctx: RequestContext, target_type: str, target_id: str, reason: str
+    ) -> HandlerError:
+        """Audit a refusal; the ``forbidden`` error to raise."""
+        self.audit(ctx, AuditAction.DENIED, target_type, target_id, reason, AuditResult.DENIED)
+        return HandlerError(ErrorCode.FORBIDDEN, "not allowed")
+
+    def deny_missing(self, ctx: RequestContext, conv_id: str) -> HandlerError:
+        """Audit a request on a conversation that does not exist; ``not_found``."""
+        self.audit(
+            ctx, AuditAction.DENIED, "conversation", conv_id, "not_found", AuditResult.DENIED
+        )
+        return HandlerError(ErrorCode.NOT_FOUND, "no such conversation")
+
+    async def subject(self, ctx: RequestContext) -> policy.Subject:
+        """The caller as a policy subject."""
+        p = ctx.principal
+        return await subject_of(self.facts, p.user_id, p.org_id, p.role, p.acting_for)
+
+    async def authorise(
+        self, ctx: RequestContext, conv_id: str, action: Action
+    ) -> store.Conversation:
+        """The conversation, once ``action`` is allowed; raises HandlerError (audited).
+
+        The conversation returned may come from the cache: its ``last_seq`` is
+        not current.
+        """
+        p = ctx.principal
+        key = (p.user_id, p.acting_for, conv_id, action.value)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            async with self.db.begin(readonly=True) as conn:
+                conv = await store.conversation(conn, self.keys, conv_id)
+                mine = await store.member(conn, conv_id, p.user_id) if conv else None
+            if conv is None:
+                raise self.deny_missing(ctx, conv_id)
+            subject = await self.subject(ctx)
+            rels = frozenset[policy.Relationship]()
+            if conv.patient_id is not None:
+                rels = await self.facts.relationships_of([conv.patient_id])
+        except SQLAlchemyError as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
+        decision = policy.conversation_access(
+            subject,
+            action,
+            policy.Target(
+                "conversation", conv.org, id=conv.id, patient_id=conv.patient_id,
+                ref_id=conv.consultation_id,
+            ),
+            consultation=conv.kind == "consultation",
+            is_member=mine is not None,
+            facts=policy.Facts(rels),
+        )  # fmt: skip
+        if not decision:
+            raise self.deny(ctx, "conversation", conv_id, decision.reason)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + self.ttl_s, conv)
+        return conv
