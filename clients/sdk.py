@@ -328,6 +328,10 @@ class MedhubClient:
             )
             # The replayed events precede the result on the socket, so the reader
             # has delivered them (and moved last_seq) by now.
+            if step["last_seq"] < self.last_seq.get(ch, 0):
+                # The hub holds less than we had seen (e.g. restored from a backup):
+                # take its position, or later events would be dropped as duplicates.
+                self.last_seq[ch] = step["last_seq"]
             if step["caught_up"]:
                 return
 
