@@ -283,12 +283,26 @@ class AdminService:
         return rid
 
     async def end_care(self, caller: Caller, rel_id: str) -> None:
-        """End a care relationship of the caller's organisation."""
+        """End a care relationship of the caller's organisation; affected sockets close.
+
+        The rights it gave end at once: the sockets of its actor, its patient
+        (who saw the actor's presence) and the secretaries the actor delegates
+        to (whose access to the patient came through the actor) are closed
+        (4010), so they reconnect with their current rights.
+        """
         org = caller.user.org_id
         await self.check(caller, Do.CARE_ASSIGN, Target("care", org, id=rel_id))
-        if not await self.relations.end_relationship(rel_id, org, self.accounts.now_us()):
+        rel = await self.relations.end_relationship(rel_id, org, self.accounts.now_us())
+        if rel is None:
             raise ApiError("not_found")
         self._audit(caller, Action.ADMIN, org, "care", rel_id, "care_end")
+        delegates = [
+            d.delegate_id
+            for d in await self.relations.delegations_of(rel.actor_id)
+            if d.practitioner_id == rel.actor_id
+        ]
+        for user_id in dict.fromkeys([rel.actor_id, rel.patient_id, *delegates]):
+            await self.revocations.user_changed(user_id)
 
     async def create_superadmin(self, name: str, email: str) -> Invitation:
         """Bootstrap (CLI): a superadmin in the platform organisation, with an invitation."""

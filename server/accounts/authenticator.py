@@ -10,7 +10,9 @@
   accepted only when the upgrade's ``Origin`` is in ``allowed_origins``.
 
 The session must be valid (not revoked, idle or past its end) and not
-restricted (``password_expired``), and its user active. The principal's
+restricted (``password_expired``), and its user usable (active, enrolled, a
+guest account not past its end): the same check for every method
+(:meth:`AccountService.authenticate` / :meth:`AccountService.session_caller`). The principal's
 ``expires_at`` is the session's absolute end (or the guest account's end,
 when sooner), in wall-clock seconds: the hub closes the socket then, and
 :class:`AccountsSessionKeeper` lets the hub keep sessions alive from socket
@@ -29,7 +31,7 @@ from protocol.errors import ErrorCode
 from protocol.messages import Auth
 from server.accounts.csrf import COOKIE_NAME
 from server.accounts.errors import ApiError
-from server.accounts.service import AccountService, Caller
+from server.accounts.service import AccountService
 from server.auth import AuthError, HandshakeInfo, Principal
 
 
@@ -49,7 +51,10 @@ class AccountsAuthenticator:
             session_id = await self._service.take_ticket(auth.token)
             if session_id is None:
                 raise AuthError(ErrorCode.AUTH_FAILED, "unknown or used ticket")
-            caller = await self._by_session_id(session_id)
+            try:
+                caller = await self._service.session_caller(session_id)
+            except ApiError:
+                raise AuthError(ErrorCode.AUTH_FAILED, "invalid session") from None
         else:
             if auth.method == "cookie":
                 if info.origin is None or info.origin not in self._origins:
@@ -74,14 +79,6 @@ class AccountsAuthenticator:
             session_id=caller.session.id,
             expires_at=min(ends) / 1e6,
         )
-
-    async def _by_session_id(self, session_id: str) -> Caller:
-        svc = self._service
-        row = await svc.sessions.by_id(session_id, svc.now_us())
-        user = await svc.store.get_user(row.user_id) if row else None
-        if row is None or user is None or user.status != "active":
-            raise AuthError(ErrorCode.AUTH_FAILED, "invalid session")
-        return Caller(row, user, "")
 
 
 class AccountsSessionKeeper:

@@ -21,6 +21,7 @@ CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "no such resource"),
     "method_not_allowed": (405, "method not allowed"),
     "conflict": (409, "already exists"),
+    "payload_too_large": (413, "the request body is too large"),
     "unsupported_media_type": (415, "send application/json"),
     "password_too_short": (422, "password too short"),
     "password_too_long": (422, "password too long"),

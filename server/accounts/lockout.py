@@ -11,15 +11,33 @@ broker):
   repeats);
 - ``acc:lock:<account>`` the lock's end time (seconds, from the injected clock);
 - ``acc:hour:<account>`` / ``acc:ip:<address>`` failures in a fixed one-hour
-  window, capped at ``max_per_hour`` / ``ip_max_per_hour``.
+  window, capped at ``max_per_hour`` / ``ip_max_per_hour``;
+- ``acc:win:<account>`` the current attempt window (a random id, replaced at
+  every lock start and success, and at the latest after an hour, so a slot
+  lost with a crashed node cannot block the account for longer) and
+  ``acc:try:<account>:<window>`` the attempts taken in it.
 
 A lock starts at every ``threshold``-th consecutive failure. While an account
 is locked the login answers exactly as for a wrong password.
+
+Concurrency: checking the lock and counting the failure after the password
+(or code) was verified are separate round trips, so concurrent guesses could
+all pass the check before the first lock appears. Every attempt therefore
+takes a slot first (:meth:`Lockout.begin`, one atomic ``incr`` of the
+window's counter) and is refused when it is past ``threshold`` or the
+account is locked (a refused attempt gives its slot back); a verified step
+gives its slot back too (:meth:`Lockout.release`: a right password is not a
+failure). So no more than ``threshold`` verifications can run or fail in a
+window however many requests arrive at once, on one node or many. A lock
+start sets the lock *before* replacing the window, so an attempt that sees
+the new window also sees the lock, and one that still sees the old window
+finds it full.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +60,14 @@ class LockState:
     locked: bool
     reason: str | None = None
     until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A login step's slot: ``state.locked`` means refused (nothing to verify)."""
+
+    state: LockState
+    slot: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +120,48 @@ class Lockout:
                 return LockState(True, "ip_cap")
         return LockState(False)
 
+    async def begin(self, account: str, source: str | None) -> Attempt:
+        """Take a slot for one verification (password, code) before doing it.
+
+        Refused (``state.locked``, the slot given back) when the window's
+        ``threshold`` slots are taken (``attempt_limit``) or :meth:`state`
+        says locked. An accepted attempt keeps its slot if it fails; call
+        :meth:`release` when it succeeds.
+        """
+        b = self._broker
+        window = await self._window(account)
+        if window is None:
+            return Attempt(LockState(True, "attempt_limit"))
+        slot = f"acc:try:{account}:{window}"
+        taken = await b.incr(slot, 1, HOUR_S)
+        if taken > self.threshold:
+            state = LockState(True, "attempt_limit")
+        else:
+            state = await self.state(account, source)
+        if state.locked:
+            await b.incr(slot, -1, HOUR_S)
+            return Attempt(state)
+        return Attempt(state, slot)
+
+    async def release(self, attempt: Attempt) -> None:
+        """Give back the slot of an attempt that succeeded or could not be checked.
+
+        (A right password is not a failure; neither is a full hashing queue.)
+        """
+        if attempt.slot is not None:
+            await self._broker.incr(attempt.slot, -1, HOUR_S)
+
+    async def _window(self, account: str) -> str | None:
+        key = f"acc:win:{account}"
+        for _ in range(3):
+            raw = await self._broker.get_value(key)
+            if raw is not None:
+                return raw.decode()
+            fresh = secrets.token_hex(8)
+            if await self._broker.set_if_absent(key, fresh.encode(), HOUR_S):
+                return fresh
+        return None  # replaced faster than we could read it: refuse, the client retries
+
     async def failure(self, account: str, source: str | None) -> FailureOutcome:
         """Count a failed attempt; start a lock at each ``threshold``-th in a row."""
         b = self._broker
@@ -107,6 +175,7 @@ class Lockout:
         duration = float(self.schedule_s[min(level, len(self.schedule_s)) - 1])
         until = self._clock() + duration
         await b.set_value(f"acc:lock:{account}", repr(until).encode(), duration + HOUR_S)
+        await b.delete_value(f"acc:win:{account}")  # after the lock: see the module docstring
         return FailureOutcome(failures, duration)
 
     async def was_locked(self, account: str) -> bool:
@@ -114,8 +183,8 @@ class Lockout:
         return await self._broker.get_value(f"acc:level:{account}") is not None
 
     async def success(self, account: str) -> None:
-        """Reset the consecutive count, the lock level and any expired lock."""
-        for key in ("fail", "level", "lock"):
+        """Reset the consecutive count, the lock level, any lock and the attempt window."""
+        for key in ("fail", "level", "lock", "win"):
             await self._broker.delete_value(f"acc:{key}:{account}")
 
     async def unlock(self, account: str) -> None:

@@ -149,7 +149,8 @@ def build_accounts(
 
     def source(request: Request) -> str | None:
         peer = request.client.host if request.client else None
-        return client_address(peer, request.headers.get("x-forwarded-for"), proxies)
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
+        return client_address(peer, forwarded, proxies)
 
     shell = Shell(service, csrf_key, frozenset(s.allowed_origins), source)
     api = Api(service, admin, csrf_key, s.ws_ticket_ttl_s)

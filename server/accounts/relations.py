@@ -86,16 +86,18 @@ class RelationStore:
             )
         return rel_id
 
-    async def end_relationship(self, rel_id: str, org_id: str, now_us: int) -> bool:
-        """End a live relationship of ``org_id``; False if none."""
+    async def end_relationship(self, rel_id: str, org_id: str, now_us: int) -> Relationship | None:
+        """End a live relationship of ``org_id``; the relationship ended, or None if none."""
         c = care_relationships.c
-        stmt = (
-            sa.update(care_relationships)
-            .where(c.id == rel_id, c.org_id == org_id, c.ended_us.is_(None))
-            .values(ended_us=now_us)
-        )
+        live = (c.id == rel_id, c.org_id == org_id, c.ended_us.is_(None))
         async with self.db.begin() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+            row = (await conn.execute(sa.select(care_relationships).where(*live))).first()
+            if row is None:
+                return None
+            stmt = sa.update(care_relationships).where(*live).values(ended_us=now_us)
+            if (await conn.execute(stmt)).rowcount != 1:
+                return None  # ended concurrently: that caller notifies
+        return Relationship(row.kind, row.actor_id, row.patient_id, row.ref_id, row.org_id)
 
     async def relationships_of(self, user_ids: list[str]) -> list[tuple[str, Relationship]]:
         """(id, relationship) of live relationships where a user is actor or patient."""

@@ -15,7 +15,7 @@ accept a challenge.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,7 +23,7 @@ import msgpack
 
 from server.accounts import totp
 from server.accounts.errors import ApiError
-from server.accounts.lockout import Lockout, account_key
+from server.accounts.lockout import Attempt, Lockout, account_key
 from server.accounts.passwords import (
     PasswordHasher,
     PasswordPolicy,
@@ -192,25 +192,41 @@ class AccountService:
         """
         acct, now_us = account_key(email), self.now_us()
         user = await self.store.user_by_email(email)
-        state = await self.lockout.state(acct, source)
-        if state.locked:
+        attempt = await self.lockout.begin(acct, source)  # counted first: see lockout.py
+        if attempt.state.locked:
             await self.hasher.verify(None, password)
             self._event(
                 Action.LOGIN_FAILED,
                 user,
                 Result.DENIED,
-                reason=state.reason or "locked",
+                reason=attempt.state.reason or "locked",
                 source=source,
             )
             raise ApiError("auth_failed")
-        ok = await self.hasher.verify(user.password_hash if user else None, password)
+        ok = await self._checked(
+            attempt, self.hasher.verify(user.password_hash if user else None, password)
+        )
         if not ok or user is None or not self._usable(user, now_us):
             reason = "bad_password" if not ok else "account_unusable"
             await self._fail(user, acct, source, Action.LOGIN_FAILED, reason)
             raise ApiError("auth_failed")
+        await self.lockout.release(attempt)  # a right password is not a failure
         if user.password_hash and self.hasher.needs_rehash(user.password_hash):
             await self._set(user.id, password_hash=await self.hasher.hash(password))
         return await self._new_challenge(user.id, "login")
+
+    async def _checked(self, attempt: Attempt, check: Awaitable[bool]) -> bool:
+        """Await a verification; give the attempt's slot back if it raises (busy, broker)."""
+        try:
+            return await check
+        except BaseException:
+            await self.lockout.release(attempt)
+            raise
+
+    async def _reauth_ok(self, user: User, password: str, code: str) -> bool:
+        if not await self.hasher.verify(user.password_hash, password):
+            return False
+        return await self.check_code(user, code, None)
 
     async def check_code(self, user: User, code: str | None, recovery: str | None) -> bool:
         """Accept a TOTP code (once only, atomically) or a recovery code (once only)."""
@@ -234,12 +250,14 @@ class AccountService:
         """
         user = await self._challenge(challenge, "login")
         acct = account_key(user.email)
-        if (await self.lockout.state(acct, source)).locked:
+        attempt = await self.lockout.begin(acct, source)  # counted first: see lockout.py
+        if attempt.state.locked:
             self._event(Action.MFA_FAILED, user, Result.DENIED, reason="locked", source=source)
             raise ApiError("mfa_failed")
-        if not await self.check_code(user, code, recovery):
+        if not await self._checked(attempt, self.check_code(user, code, recovery)):
             await self._fail(user, acct, source, Action.MFA_FAILED, "bad_code")
             raise ApiError("mfa_failed")
+        await self.lockout.release(attempt)
         await self._spend_challenge(challenge)
         if await self.lockout.was_locked(acct):
             self._event(Action.UNLOCK, user, reason="login_after_lock", source=source)
@@ -341,6 +359,18 @@ class AccountService:
             raise ApiError("unauthenticated")
         return Caller(row, user, token)
 
+    async def session_caller(self, session_id: str) -> Caller:
+        """The caller of a session id (a spent WebSocket ticket); raises ``unauthenticated``.
+
+        The same checks as :meth:`authenticate`: the session valid, its user
+        usable (active, enrolled, a guest account not past its end).
+        """
+        row = await self.sessions.by_id(session_id, self.now_us())
+        user = await self.store.get_user(row.user_id) if row else None
+        if row is None or user is None or not self._usable(user, self.now_us()):
+            raise ApiError("unauthenticated")
+        return Caller(row, user, "")
+
     async def revoke(
         self,
         caller: Caller,
@@ -391,13 +421,22 @@ class AccountService:
         Failures count towards the lockout. Raises ``auth_failed``.
         """
         acct = account_key(caller.user.email)
-        locked = (await self.lockout.state(acct, source)).locked
-        ok = not locked and await self.hasher.verify(caller.user.password_hash, password)
-        if ok:
-            ok = await self.check_code(caller.user, code, None)
+        attempt = await self.lockout.begin(acct, source)  # counted first: see lockout.py
+        if attempt.state.locked:
+            await self.hasher.verify(None, password)
+            self._event(
+                Action.LOGIN_FAILED,
+                caller.user,
+                Result.DENIED,
+                reason=attempt.state.reason or "locked",
+                source=source,
+            )
+            raise ApiError("auth_failed")
+        ok = await self._checked(attempt, self._reauth_ok(caller.user, password, code))
         if not ok:
             await self._fail(caller.user, acct, source, Action.LOGIN_FAILED, "reauth_failed")
             raise ApiError("auth_failed")
+        await self.lockout.release(attempt)
         await self.sessions.update(caller.session.id, auth_us=self.now_us())
 
     def require_recent_auth(self, caller: Caller) -> None:

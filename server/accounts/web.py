@@ -5,8 +5,11 @@ mode, handler); :func:`build_routes` turns the table into Starlette routes and
 :mod:`server.accounts.openapi` into the OpenAPI document, so the two cannot
 disagree. Each request:
 
-1. reads the body as JSON into the endpoint's Struct (unknown fields, wrong
-   types, bounds: ``bad_request``; not JSON: ``unsupported_media_type``);
+1. reads the body, at most :data:`MAX_BODY_BYTES` (a larger declared
+   ``Content-Length`` is refused before reading; a longer stream as soon as
+   the count passes the limit: ``payload_too_large``), as JSON into the
+   endpoint's Struct (unknown fields, wrong types, bounds: ``bad_request``;
+   not JSON: ``unsupported_media_type``);
 2. authenticates (``public``: Origin / Sec-Fetch-Site checked when present;
    ``session``: bearer token, or the cookie plus CSRF token and Origin for
    state-changing methods; a ``password_expired`` session only reaches
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 
 Auth = Literal["public", "session", "restricted_ok"]
 PATH_PARAM = re.compile(r"^[a-z]-[0-9a-f]{1,38}$")
-MAX_BODY_BYTES = 65536
+MAX_BODY_BYTES = 65536  # larger request bodies: 413 payload_too_large, never buffered
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -95,6 +98,30 @@ def error_response(exc: ApiError) -> Response:
     return Response(body, status_code=exc.status, media_type="application/json")
 
 
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes; raises ``payload_too_large`` past it.
+
+    A declared ``Content-Length`` over the limit is refused before reading
+    anything; otherwise the stream is read chunk by chunk and refused as soon
+    as the count passes the limit (chunked bodies, or a lying header), so an
+    unauthenticated client cannot make the server buffer an unbounded body.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise ApiError("bad_request", "invalid Content-Length")
+        if int(declared) > limit:
+            raise ApiError("payload_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("payload_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @dataclass
 class Shell:
     """Request handling shared by every endpoint."""
@@ -105,11 +132,9 @@ class Shell:
     client_address: Callable[[Request], str | None]
 
     async def _read(self, request: Request, body_type: type[msgspec.Struct] | None) -> Any:
-        raw = await request.body()
+        raw = await read_bounded(request, MAX_BODY_BYTES)
         if body_type is None:
             return None
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError("bad_request", "body too large")
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
         if ctype != "application/json":
             raise ApiError("unsupported_media_type")

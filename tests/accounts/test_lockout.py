@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
+from server.accounts import totp
+from server.accounts.errors import ApiError
 from server.accounts.lockout import Lockout
+from server.accounts.passwords import HasherBusyError
+from server.accounts.store import User
 from server.broker import MemoryBroker
 from tests.accountstest import PASSWORD, Env, FakeClock, enrol, login
 
@@ -89,3 +97,78 @@ async def test_counters_hold_across_nodes(env: Env, org_id: str) -> None:
     assert (await a.state("shared", None)).locked
     assert (await b.state("shared", None)).locked
     await node2.close()
+
+
+async def test_concurrent_guesses_cannot_pass_the_threshold(
+    env: Env, org_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """50 wrong passwords, then 50 wrong codes, at once: at most ``threshold`` verified."""
+    svc = env.accounts.service
+    threshold = svc.lockout.threshold
+    async with env.client() as http:
+        u = await enrol(http, env.accounts, org_id, "practitioner", "race@a.example", env.clock())
+    verified: list[str] = []
+    real_verify, real_check = svc.hasher.verify, svc.check_code
+
+    async def verify(stored: str | None, password: str) -> bool:
+        if stored is not None:  # not the dummy work done for refused attempts
+            verified.append("password")
+        return await real_verify(stored, password)
+
+    async def check_code(user: User, code: str | None, recovery: str | None) -> bool:
+        verified.append("code")
+        return await real_check(user, code, recovery)
+
+    monkeypatch.setattr(svc.hasher, "verify", verify)
+    monkeypatch.setattr(svc, "check_code", check_code)
+
+    async def guess(i: int) -> str:
+        try:
+            await svc.login_password(u.email, f"Wrong-password-{i}", "10.0.0.9")
+        except ApiError as exc:
+            return exc.code
+        return "ok"
+
+    answers = await asyncio.gather(*(guess(i) for i in range(50)))
+    assert set(answers) == {"auth_failed"}
+    assert verified.count("password") == threshold
+    assert env.audit.actions().count("lockout") == 1
+
+    # the same for TOTP guesses on one challenge, once the first lock is over
+    env.clock.advance(61)
+    challenge = await svc.login_password(u.email, PASSWORD, "10.0.0.9")
+    verified.clear()
+
+    async def code_guess(i: int) -> str:
+        try:
+            await svc.login_mfa(challenge, f"{i:06d}", None, "10.0.0.9")
+        except ApiError as exc:
+            return exc.code
+        return "ok"
+
+    valid = {totp.code_at(u.secret, totp.step_at(env.clock()) + d) for d in (-1, 0, 1)}
+    wrong = [i for i in range(60) if f"{i:06d}" not in valid][:50]
+    answers = await asyncio.gather(*(code_guess(i) for i in wrong))
+    assert set(answers) == {"mfa_failed"}
+    assert verified.count("code") == threshold
+    assert env.audit.actions().count("lockout") == 2
+
+
+async def test_a_busy_hasher_does_not_use_up_attempts(
+    env: Env, org_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that could not be verified (503) gives its slot back."""
+    svc = env.accounts.service
+    async with env.client() as http:
+        u = await enrol(http, env.accounts, org_id, "practitioner", "busy@a.example", env.clock())
+
+        async def busy(stored: str | None, password: str) -> bool:
+            raise HasherBusyError
+
+        with monkeypatch.context() as patched:
+            patched.setattr(svc.hasher, "verify", busy)
+            for _ in range(3 * svc.lockout.threshold):
+                r = await http.post("/login", json={"email": u.email, "password": PASSWORD})
+                assert r.json()["error"]["code"] == "unavailable"
+        r = await login(http, u.email, u.secret, env.clock(), step_offset=1)
+        assert r.status_code == 200, r.text

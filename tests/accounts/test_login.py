@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from server.accounts import totp
+from server.accounts.web import MAX_BODY_BYTES
 from tests.accountstest import PASSWORD, Env, enrol, login
+
+TOO_LARGE = {"error": {"code": "payload_too_large", "message": "the request body is too large"}}
+CHUNK = 8192
 
 
 async def test_full_enrolment_and_login(env: Env, org_id: str) -> None:
@@ -128,3 +134,45 @@ async def test_bad_input_gets_stable_codes(env: Env, org_id: str) -> None:
         assert r.status_code == 404
         r = await http.get("/openapi.json")
         assert r.json()["openapi"] == "3.1.0"
+
+
+class EndlessBody:
+    """A streamed body of ``total`` bytes that fails once more than ``allowed`` are taken."""
+
+    def __init__(self, total: int, allowed: int) -> None:
+        self.total, self.allowed, self.taken = total, allowed, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.taken < self.total:
+            if self.taken + CHUNK > self.allowed:
+                raise AssertionError(f"the server read {self.taken} bytes and asked for more")
+            self.taken += CHUNK
+            yield b" " * CHUNK
+
+
+async def test_oversized_body_is_refused_without_reading_it(env: Env) -> None:
+    """Before any login: a body over the limit is 413 payload_too_large, never buffered."""
+    async with env.client() as http:
+        # streamed (chunked, no Content-Length): refused once the count passes the limit
+        for path in ("/login", "/logout"):  # with a body type, and without one
+            body = EndlessBody(total=1 << 30, allowed=MAX_BODY_BYTES + CHUNK)
+            r = await http.post(path, content=body, headers={"content-type": "application/json"})
+            assert (r.status_code, r.json()) == (413, TOO_LARGE), path
+            assert body.taken <= MAX_BODY_BYTES + CHUNK
+        # a declared Content-Length over the limit: refused before reading anything
+        body = EndlessBody(total=1 << 30, allowed=0)
+        r = await http.post(
+            "/login",
+            content=body,
+            headers={"content-type": "application/json", "content-length": str(1 << 30)},
+        )
+        assert (r.status_code, r.json()) == (413, TOO_LARGE)
+        assert body.taken == 0
+        # one byte over the limit is refused; exactly the limit is read and decoded
+        login_json = b'{"email": "x@a.example", "password": "Wrong-password-1"}'
+        at_limit = login_json + b" " * (MAX_BODY_BYTES - len(login_json))
+        r = await http.post("/login", content=at_limit + b" ")
+        assert (r.status_code, r.json()) == (413, TOO_LARGE)
+        r = await http.post("/login", content=at_limit)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "auth_failed"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from protocol.errors import ErrorCode
+from protocol.messages import Auth
 from server.accounts import csrf, totp
+from server.auth import AuthError, HandshakeInfo
 from tests.accountstest import PASSWORD, Env, enrol, login, secret_of
 
 NEW = "Another-Long-Passphrase-7"
@@ -186,3 +191,28 @@ async def test_mfa_change_revokes_other_sessions(env: Env, org_id: str) -> None:
         env.clock.advance(30)
         r = await login(http, u.email, new_secret, env.clock())
         assert r.status_code == 200
+
+
+async def test_expired_guest_is_refused_by_ticket_as_by_token(env: Env, org_id: str) -> None:
+    """A guest account past its end opens no socket, whatever the hello method."""
+    async with env.client() as http:
+        guest = await enrol(http, env.accounts, org_id, "patient", "guest@a.example", env.clock())
+        end_us = int((env.clock() + 10) * 1e6)
+        await env.accounts.service.store.update_user(
+            guest.user_id, by=None, now_us=env.accounts.service.now_us(), expires_us=end_us
+        )
+        tickets = []
+        for _ in range(2):
+            r = await http.post("/ws-ticket", headers=bearer(guest.token))
+            assert r.status_code == 200, r.text
+            tickets.append(r.json()["ticket"])
+        authn, info = env.accounts.authenticator, HandshakeInfo(None, "10.0.0.7")
+        principal = await authn.authenticate(Auth("ticket", tickets[0]), info)
+        assert principal.user_id == guest.user_id  # before the end: welcome
+        env.clock.advance(11)  # the guest account has ended; its session has not
+        for auth in (Auth("ticket", tickets[1]), Auth("token", guest.token)):
+            with pytest.raises(AuthError) as refused:
+                await authn.authenticate(auth, info)
+            assert refused.value.code == ErrorCode.AUTH_FAILED, auth.method
+        r = await http.get("/session", headers=bearer(guest.token))
+        assert r.status_code == 401

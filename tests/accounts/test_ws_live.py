@@ -7,6 +7,8 @@ with 4010.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -133,6 +135,51 @@ async def test_revoking_a_delegation_closes_the_delegates_socket(hub: LiveHub) -
                 while True:
                     await ws.recv()
             assert close_code(info) == CloseCode.SESSION_REVOKED
+
+
+async def test_ending_care_closes_the_care_teams_sockets(hub: LiveHub) -> None:
+    """Ending a care relationship cuts live access: practitioner, patient, delegate closed."""
+    accounts = hub.components.accounts
+    async with httpx.AsyncClient(base_url=hub.api) as http:
+        org = await accounts.admin.create_org(None, "Clinique C")
+        now = time.time()
+        admin = await enrol(http, accounts, org.id, "admin", "adm@c.example", now)
+        doc = await enrol(http, accounts, org.id, "practitioner", "doc@c.example", now)
+        pat = await enrol(http, accounts, org.id, "patient", "pat@c.example", now)
+        sec = await enrol(http, accounts, org.id, "secretary", "sec@c.example", now)
+        body = {"practitioner_id": doc.user_id, "delegate_id": sec.user_id, "scopes": ["contact"]}
+        r = await http.post("/delegations", json=body, headers=_bearer(doc))
+        assert r.status_code == 201, r.text
+        body = {"kind": "follows", "actor_id": doc.user_id, "patient_id": pat.user_id}
+        r = await http.post("/care-relationships", json=body, headers=_bearer(admin))
+        assert r.status_code == 201, r.text
+        rel_id = r.json()["id"]
+        async with contextlib.AsyncExitStack() as stack:
+            sockets = {}
+            for who in (doc, pat, sec, admin):
+                ws = await stack.enter_async_context(
+                    connect(hub.url, subprotocols=[SUBPROTOCOL_JSON])  # type: ignore[list-item]
+                )
+                welcome = await _hello(ws, {"method": "token", "token": who.token})
+                assert welcome["type"] == "welcome"
+                sockets[who.user_id] = ws
+            r = await http.delete(f"/care-relationships/{rel_id}", headers=_bearer(admin))
+            assert r.status_code == 200, r.text
+            for who in (doc, pat, sec):
+                with pytest.raises(ConnectionClosed) as info:
+                    async with asyncio.timeout(5):
+                        while True:
+                            await sockets[who.user_id].recv()
+                assert close_code(info) == CloseCode.SESSION_REVOKED, who.email
+            # the admin's rights did not change: their socket stays open
+            ping = await Client(sockets[admin.user_id], binary=False).request(
+                {"type": "ping", "id": 1}
+            )
+            assert ping["type"] == "result"
+
+
+def _bearer(who: Enrolled) -> dict[str, str]:
+    return {"authorization": f"Bearer {who.token}"}
 
 
 def test_only_accounts_serves_no_websocket(tmp_path: Path) -> None:
