@@ -22,16 +22,12 @@ SIGTERM.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import http
-import signal
 import sys
 from typing import Any
 
 import msgpack
 
 from loadtests.bench_server import raise_nofile_limit
-from protocol.codec import SUBPROTOCOL_MSGPACK
 
 ROOM = "conv"
 #: The broadcast server's answer to each sender frame.
@@ -43,9 +39,10 @@ MAX_FRAME_BYTES = 2**20
 async def serve_broadcast(host: str, port: int) -> None:
     """Serve the broadcast baseline until SIGTERM or SIGINT."""
     import websockets
-    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.asyncio.server import ServerConnection
     from websockets.exceptions import ConnectionClosed
-    from websockets.http11 import Request, Response
+
+    from loadtests.plain_server import serve_until_signalled
 
     receivers: set[ServerConnection] = set()
 
@@ -67,25 +64,7 @@ async def serve_broadcast(host: str, port: int) -> None:
         except ConnectionClosed:
             pass
 
-    def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        if request.path == "/healthz":
-            return connection.respond(http.HTTPStatus.OK, "ok\n")
-        return None
-
-    async with serve(
-        handler,
-        host,
-        port,
-        subprotocols=[SUBPROTOCOL_MSGPACK],  # type: ignore[list-item]
-        process_request=process_request,
-        compression=None,
-        ping_interval=None,
-        max_size=MAX_FRAME_BYTES,
-    ) as server:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.close)
-        await server.wait_closed()
+    await serve_until_signalled(host, port, handler, banner=None)
 
 
 # -- python-socketio ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -80,10 +81,16 @@ def process_request(connection: ServerConnection, request: Request) -> Response 
     return None
 
 
-async def serve_until_signalled(host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT, then close every socket and return."""
+async def serve_until_signalled(
+    host: str,
+    port: int,
+    connection_handler: Callable[[ServerConnection], Awaitable[None]] = handler,
+    banner: str | None = "plain websockets server",
+) -> None:
+    """Serve ``connection_handler`` (msgpack subprotocol, ``/healthz``, compression and
+    pings off) until SIGTERM or SIGINT, then close every socket and return."""
     async with serve(
-        handler,
+        connection_handler,
         host,
         port,
         subprotocols=[SUBPROTOCOL_MSGPACK],  # type: ignore[list-item]
@@ -95,7 +102,8 @@ async def serve_until_signalled(host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.close)
-        print(f"plain websockets server on ws://{host}:{port}/ws", flush=True)
+        if banner:
+            print(f"{banner} on ws://{host}:{port}/ws", flush=True)
         await server.wait_closed()
 
 
