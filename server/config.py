@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "MEDHUB_"
 SECRET_FIELDS = ("secret_at_rest_key", "secret_totp_key", "secret_turn", "secret_audit_key")
+#: Retired keys (``"<key_id>:<base64>"`` lists): redacted, never generated, read-only keys.
+RETIRED_KEY_FIELDS = (
+    "secret_audit_retired_keys",
+    "secret_at_rest_retired_keys",
+    "secret_totp_retired_keys",
+)
 
 
 class ConfigError(Exception):
@@ -107,12 +114,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     lockout_max_failures_per_hour: int = 100
     lockout_ip_max_failures_per_hour: int = 300
     totp_key_id: str = "t1"
+    at_rest_key_id: str = "r1"
+    at_rest_index_key_id: str = "r1"
 
     # -- secrets (redacted in every output) ------------------------------------
     secret_at_rest_key: str = ""
     secret_totp_key: str = ""
     secret_turn: str = ""
     secret_audit_key: str = ""
+    secret_audit_retired_keys: list[str] = []
+    secret_at_rest_retired_keys: list[str] = []
+    secret_totp_retired_keys: list[str] = []
 
     @property
     def effective_database_url(self) -> str:
@@ -193,10 +205,17 @@ FIELD_DOCS: dict[str, str] = {
     "lockout_max_failures_per_hour": "failures per account per hour; past it, locked",
     "lockout_ip_max_failures_per_hour": "failures per source address per hour; past it, locked",
     "totp_key_id": "key id of secret_totp_key (stored beside each encrypted TOTP secret)",
+    "at_rest_key_id": "key id of secret_at_rest_key (stored beside each encrypted value)",
+    "at_rest_index_key_id": "id of the at-rest key (current or retired) the email blind index "
+    "is derived from; keep it when rotating (changing it changes every index)",
     "secret_at_rest_key": "base64 32-byte AES-GCM master key (secret)",
     "secret_totp_key": "base64 32-byte key encrypting TOTP secrets (secret)",
     "secret_turn": "shared secret with the TURN server (secret)",
     "secret_audit_key": "base64 32-byte HMAC key of the audit chain (secret)",
+    "secret_audit_retired_keys": "old audit keys, verify only (list of <key_id>:<base64>; secret)",
+    "secret_at_rest_retired_keys": "old at-rest keys, decrypt only "
+    "(list of <key_id>:<base64>; secret)",
+    "secret_totp_retired_keys": "old TOTP keys, decrypt only (list of <key_id>:<base64>; secret)",
 }
 
 
@@ -258,6 +277,27 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError("ws_max_frame_bytes must not exceed ws_hard_max_frame_bytes")
     if s.audit_retention_days < 366:
         raise ConfigError("audit_retention_days must be at least 366 (one year, HDS)")
+    _check_retired_keys(s)
+
+
+def _check_retired_keys(s: Settings) -> None:
+    """Retired keys well formed, ids unique and never the current id (message shows no key)."""
+    from server.security.crypto import CryptoError
+    from server.security.keys import FIELDS, parse_retired
+
+    ids: dict[str, set[str]] = {}
+    for ring, (id_field, _, retired_field) in FIELDS.items():
+        current_id = getattr(s, id_field)
+        try:
+            retired = parse_retired(getattr(s, retired_field), current_id, retired_field)
+        except CryptoError as exc:
+            raise ConfigError(str(exc)) from None
+        ids[ring] = {current_id, *retired}
+    if s.at_rest_index_key_id not in ids["at_rest"]:
+        raise ConfigError(
+            f"at_rest_index_key_id {s.at_rest_index_key_id!r} names no at-rest key: keep that "
+            "key in secret_at_rest_retired_keys (the email blind index is derived from it)"
+        )
 
 
 def ensure_secrets(settings: Settings) -> Settings:
@@ -297,11 +337,20 @@ def ensure_secrets(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, **{name: stored[name] for name in missing})
 
 
+def _redact_retired(entry: str) -> str:
+    key_id, sep, _ = entry.partition(":")
+    if sep and re.fullmatch(r"[A-Za-z0-9_-]{1,32}", key_id):
+        return f"{key_id}:<redacted>"
+    return "<redacted>"
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
     """The settings as a plain dict with every secret replaced by ``"<redacted>"``."""
     out: dict[str, Any] = msgspec.to_builtins(settings)
     for name in SECRET_FIELDS:
         out[name] = "<redacted>" if out[name] else ""
+    for name in RETIRED_KEY_FIELDS:  # the key ids stay visible, never the keys
+        out[name] = [_redact_retired(entry) for entry in out[name]]
     if "@" in out["redis_url"]:
         scheme, _, rest = out["redis_url"].partition("://")
         out["redis_url"] = f"{scheme}://<redacted>@{rest.rpartition('@')[2]}"

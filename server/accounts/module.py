@@ -39,8 +39,8 @@ from server.accounts.web import Shell, build_routes, error_response
 from server.audit.source import client_address
 from server.broker.base import Broker
 from server.config import Settings
-from server.security.at_rest import BlindIndex, at_rest_keyring
-from server.security.crypto import Keyring, decode_key
+from server.security.at_rest import index_key, settings_blind_index, settings_keyring
+from server.security.keys import aead_keyring
 from server.store.db import Database
 
 
@@ -97,8 +97,8 @@ def build_accounts(
     Raises :class:`server.security.crypto.CryptoError` for a malformed key.
     """
     s = settings
-    keyring = Keyring({s.totp_key_id: decode_key(s.secret_totp_key)}, s.totp_key_id)
-    csrf_key = hmac.new(decode_key(s.secret_at_rest_key), b"medhub-csrf", hashlib.sha256).digest()
+    keyring = aead_keyring(s, "totp")  # seals with totp_key_id, opens retired keys too
+    csrf_key = hmac.new(index_key(s), b"medhub-csrf", hashlib.sha256).digest()  # kept on rotation
     hasher = PasswordHasher(
         time_cost=s.argon2_time_cost,
         memory_kib=s.argon2_memory_kib,
@@ -114,7 +114,7 @@ def build_accounts(
         ip_max_per_hour=s.lockout_ip_max_failures_per_hour,
         clock=clock,
     )
-    cipher = UserCipher(at_rest_keyring(s.secret_at_rest_key), BlindIndex(s.secret_at_rest_key))
+    cipher = UserCipher(settings_keyring(s), settings_blind_index(s))
     store = AccountStore(database, cipher)
     sessions = SessionStore(
         database,

@@ -2,9 +2,10 @@
 
 The current key is ``settings.secret_audit_key`` (base64 of 32 bytes) under the
 id ``settings.audit_key_id``; every entry stores the id of the key that tagged
-it, so verification takes a keyring ``{key_id: key}``. Rotating keys: give the
-new key a new id and keep the old ones in the keyring passed to verification
-(the settings hold only the current key today).
+it, so verification takes a keyring ``{key_id: key}``: the current key plus the
+retired ones of ``settings.secret_audit_retired_keys`` (built by
+:mod:`server.security.keys`). Rotating keys: give the new key a new id and move
+the old one to the retired list; new entries are tagged with the current key only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import TYPE_CHECKING
+
+from server.security.crypto import CryptoError
+from server.security.keys import ring_keys
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -42,6 +46,9 @@ def current_key(settings: Settings) -> tuple[str, bytes]:
 
 
 def keyring(settings: Settings) -> dict[str, bytes]:
-    """``{key_id: key}`` for verification; raises :class:`AuditKeyError`."""
-    key_id, key = current_key(settings)
-    return {key_id: key}
+    """``{key_id: key}`` (current + retired) for verification; raises :class:`AuditKeyError`."""
+    current_key(settings)  # its errors name the current key's problem
+    try:
+        return ring_keys(settings, "audit")[1]
+    except CryptoError as exc:
+        raise AuditKeyError(str(exc)) from None

@@ -15,7 +15,7 @@ from server.config import Settings
 from server.hub import AuditRecorder, Hub
 from server.presence.service import PresenceService
 from server.router import Router
-from server.security.at_rest import AT_REST_KEY_ID, at_rest_keyring
+from server.security.at_rest import AT_REST_KEY_ID, settings_keyring
 from server.store.db import Database
 
 __all__ = ["AT_REST_KEY_ID", "Realtime", "build_realtime"]
@@ -51,7 +51,7 @@ def build_realtime(
 
     Raises ``CryptoError`` when ``secret_at_rest_key`` is not a base64 32-byte key.
     """
-    keys = at_rest_keyring(settings.secret_at_rest_key)
+    keys = settings_keyring(settings)  # current + retired at-rest keys
     facts = AccountsFacts(database)
     chat = ChatService(database, broker, keys, facts, audit)
     presence = PresenceService(broker, facts, audit, settings.effective_node_id)
