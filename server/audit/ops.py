@@ -126,39 +126,18 @@ def iso_us(ts_us: int) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class ExportLine(msgspec.Struct, frozen=True):
-    """One exported entry (JSON line): every stored field, ``time`` in ISO 8601 UTC."""
-
-    seq: int
-    time: str
-    ts_us: int
-    node: str
-    actor: str | None
-    acting_for: str | None
-    role: str | None
-    org: str | None
-    action: str
-    target_type: str | None
-    target_id: str | None
-    result: str
-    reason: str | None
-    source: str | None
-    request_id: str | None
-    key_id: str
-    tag: str
-
-
 async def export_lines(
     db: Database, *, org: str, start: datetime, end: datetime
 ) -> AsyncIterator[bytes]:
-    """JSON lines (with newline) of ``org``'s entries with ``start <= time < end``, by seq."""
+    """JSON lines (with newline) of ``org``'s entries with ``start <= time < end``, by seq.
+
+    Each line holds every stored field of :class:`~server.audit.chain.Entry`, plus
+    ``time`` (ISO 8601 UTC) after ``seq``, and ``tag`` in hex.
+    """
     encoder = msgspec.json.Encoder()
     async for e in store.iter_entries(db, org=org, from_us=to_us(start), to_us=to_us(end)):
-        line = ExportLine(
-            e.seq, iso_us(e.ts_us), e.ts_us, e.node, e.actor, e.acting_for, e.role, e.org,
-            e.action, e.target_type, e.target_id, e.result, e.reason, e.source, e.request_id,
-            e.key_id, e.tag.hex(),
-        )  # fmt: skip
+        fields = e._asdict()
+        line = {"seq": fields.pop("seq"), "time": iso_us(e.ts_us), **fields, "tag": e.tag.hex()}
         yield encoder.encode(line) + b"\n"
 
 
