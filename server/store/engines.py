@@ -67,8 +67,12 @@ def create_engine(url: URL, *, pool_size: int, sqlite_busy_timeout_ms: int) -> A
     The caller owns the engine and must ``await engine.dispose()`` it.
     """
     if dialect_of(url) == "postgresql":
-        return create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
-    kwargs: dict[str, Any] = {}
+        return create_async_engine(
+            url, pool_size=pool_size, pool_pre_ping=True, hide_parameters=True
+        )
+    # hide_parameters: a database error's text never carries the bound values
+    # (password hashes, envelopes, ids) into a log line or a traceback.
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     if not _is_sqlite_memory(url):
         kwargs["pool_size"] = pool_size
     engine = create_async_engine(url, **kwargs)

@@ -114,3 +114,23 @@ def test_url_normalisation() -> None:
         engines.normalise_url("postgresql+psycopg2://u@h/db")
     with pytest.raises(DatabaseNotConnectedError):
         _ = Database("sqlite:///x.db").engine
+
+
+async def test_database_errors_never_show_bound_values(tmp_path: Path) -> None:
+    """A failed statement's message (logged with tracebacks) hides its parameters."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import IntegrityError
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    await db.connect()
+    try:
+        async with db.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (v TEXT NOT NULL UNIQUE)"))
+            await conn.execute(sa.text("INSERT INTO t VALUES (:v)"), {"v": "secret-value-1"})
+        with pytest.raises(IntegrityError) as info:
+            async with db.begin() as conn:
+                await conn.execute(sa.text("INSERT INTO t VALUES (:v)"), {"v": "secret-value-1"})
+        assert "secret-value-1" not in str(info.value)
+        assert "hidden" in str(info.value)
+    finally:
+        await db.close()
