@@ -51,6 +51,7 @@ class Role(StrEnum):
     SUPERADMIN = "superadmin"
 
 
+#: Every role but patient: staff passwords are renewed yearly (the HDS plans).
 STAFF_ROLES = frozenset(Role) - {Role.PATIENT}
 
 
@@ -327,9 +328,8 @@ def _delegated(subject: Subject, action: Action, patient: str, org: str, facts: 
 
 
 # -- presence and conversations (rule 5) ------------------------------------------------------
-STAFF_ROLES = frozenset(
-    {Role.PRACTITIONER, Role.SECRETARY, Role.TECHNICIAN, Role.INTERPRETER, Role.ADMIN}
-)
+#: Who takes part in staff presence and staff conversations (superadmins do not).
+CHAT_STAFF_ROLES = STAFF_ROLES - {Role.SUPERADMIN}
 
 
 def presence_visible(viewer: Subject, target: Subject, facts: Facts) -> Decision:
@@ -384,18 +384,18 @@ def conversation_access(
         return deny("not_member")
     if consultation:
         return decide(subject, action, conversation, facts)
-    if subject.role not in STAFF_ROLES:
+    if subject.role not in CHAT_STAFF_ROLES:
         return deny("staff_only")
     return allow("member")
 
 
 def staff_conversation(creator: Subject, members: Iterable[Subject]) -> Decision:
     """May ``creator`` open a direct or group conversation with ``members``?"""
-    if creator.role not in STAFF_ROLES:
+    if creator.role not in CHAT_STAFF_ROLES:
         return deny("staff_only")
     for member in members:
         if member.org_id != creator.org_id:
             return deny("other_org")
-        if member.role not in STAFF_ROLES:
+        if member.role not in CHAT_STAFF_ROLES:
             return deny("staff_only")
     return allow("colleagues")

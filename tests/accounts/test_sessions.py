@@ -144,9 +144,12 @@ async def test_password_change_needs_reauth_and_revokes_others(env: Env, org_id:
     assert "password_change" in env.audit.actions()
 
 
-async def test_expired_password_forces_a_change(env: Env, org_id: str) -> None:
+@pytest.mark.parametrize(
+    "role", ["practitioner", "secretary", "technician", "interpreter", "admin", "superadmin"]
+)
+async def test_expired_password_forces_a_change(env: Env, org_id: str, role: str) -> None:
     async with env.client() as http:
-        u = await enrol(http, env.accounts, org_id, "practitioner", "old@a.example", env.clock())
+        u = await enrol(http, env.accounts, org_id, role, "old@a.example", env.clock())
         env.clock.advance(366 * 86400)
         r = await login(http, u.email, u.secret, env.clock())
         body = r.json()
