@@ -43,14 +43,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from server.broker.base import Broker
+from server.security.at_rest import normalise_email
 
 HOUR_S = 3600.0
 LEVEL_TTL_S = 86400.0
 
 
 def account_key(email: str) -> str:
-    """The broker key part for an account: SHA-256 of the normalised email (hex)."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    """The broker key part for an account: SHA-256 of the normalised email (hex).
+
+    Normalised as the email index is (:func:`normalise_email`), so every
+    spelling that finds an account also counts against its one lockout.
+    """
+    return hashlib.sha256(normalise_email(email).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from server.accounts.pii import UserCipher
 from server.accounts.tables import invitations, orgs, recovery_codes, user_versions, users
+from server.security.at_rest import normalise_email
 from server.store.db import Database
 
 
@@ -140,7 +141,7 @@ class AccountStore:
             org_id=org_id,
             role=role,
             name=name,
-            email=email.strip().lower(),
+            email=normalise_email(email),
             phone=phone,
             status=status,
             password_hash=None,
@@ -238,7 +239,7 @@ class AccountStore:
         email is taken.
         """
         if "email" in values:
-            values["email"] = values["email"].strip().lower()
+            values["email"] = normalise_email(values["email"])
         stmt = (
             sa.update(users)
             .where(users.c.id == user_id)

@@ -172,3 +172,16 @@ async def test_a_busy_hasher_does_not_use_up_attempts(
                 assert r.json()["error"]["code"] == "unavailable"
         r = await login(http, u.email, u.secret, env.clock(), step_offset=1)
         assert r.status_code == 200, r.text
+
+
+async def test_every_spelling_of_an_email_counts_against_one_lockout(env: Env, org_id: str) -> None:
+    """Case and Unicode variants find the same account, so they share its counter."""
+    async with env.client() as http:
+        u = await enrol(http, env.accounts, org_id, "practitioner", "spell@a.example", env.clock())
+        variants = ["SPELL@a.example", "spell@A.EXAMPLE", "\uff53pell@a.example", "Spell@a.example"]
+        for variant in variants:
+            await _fail(http, variant, 1)
+        await _fail(http, u.email, 1)  # the 5th failure, whatever the spelling: locked
+        r = await http.post("/login", json={"email": u.email, "password": PASSWORD})
+        assert r.json() == WRONG
+    assert env.audit.actions().count("lockout") == 1
