@@ -92,10 +92,13 @@ async def run_hub(
     port = sock.getsockname()[1]
     server = HubServer(uvicorn_config(settings, app, "127.0.0.1", port), app.state.components.hub)
     server.config.install_signal_handlers = False  # type: ignore[attr-defined]
-    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(server.serve(sockets=[sock]))
+    deadline = loop.time() + 30
+    while not server.started:  # uvicorn offers no start event: poll, with a deadline
         if task.done():
             task.result()
+        assert loop.time() < deadline, "hub did not start within 30 s"
         await asyncio.sleep(0.01)
     try:
         yield RunningHub(server, app.state.components, port, task)

@@ -127,10 +127,15 @@ async def test_a_lost_last_notice_reaches_every_node(broker: MemoryBroker) -> No
     assert there.gap_fills == 1
 
     writer_node.fail_publish = False
+    notices: asyncio.Queue[bytes] = asyncio.Queue()
+    await broker.subscribe(f"conv:{CONV}", lambda topic, payload: notices.put_nowait(payload))
     here.committed(CONV, [db.commit("delivered by the broker")])
     await local.wait_for([1, 2])
     await remote.wait_for([1, 2])
-    await asyncio.sleep(0.2)  # the broker's notice comes back: never delivered twice
+    # The broker's notice of seq 2 reaches the nodes (subscribed before this probe,
+    # so handled first) after their own delivery: it must not deliver twice.
+    await asyncio.wait_for(notices.get(), 3.0)
+    await asyncio.sleep(0)
     assert (local.seqs, remote.seqs) == ([1, 2], [1, 2])
     await here.close()
     await there.close()
@@ -140,19 +145,19 @@ async def test_close_waits_for_the_last_publish(broker: MemoryBroker) -> None:
     db = Store()
     slow = await node(broker)
     real_publish = slow.publish
-    heard: list[bytes] = []
+    heard: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def publish(topic: str, payload: bytes) -> None:
         await asyncio.sleep(0.05)
         await real_publish(topic, payload)
 
     slow.publish = publish  # type: ignore[method-assign]
-    await broker.subscribe(f"conv:{CONV}", lambda topic, payload: heard.append(payload))
+    await broker.subscribe(f"conv:{CONV}", lambda topic, payload: heard.put_nowait(payload))
     fanout = db.fanout(slow)
     fanout.committed(CONV, [db.commit("last words")])
     await fanout.close()
-    await asyncio.sleep(0)  # the memory broker delivers on the next loop turn
-    assert len(heard) == 1
+    await asyncio.wait_for(heard.get(), 3.0)  # published before close returned
+    assert heard.empty()
 
 
 async def test_a_follower_waiting_on_a_failed_subscribe_subscribes_itself(
@@ -166,7 +171,8 @@ async def test_a_follower_waiting_on_a_failed_subscribe_subscribes_itself(
     first, first_c = conn()
     second, second_c = conn()
     attaching = [asyncio.create_task(fanout.attach(c, CONV)) for c in (first_c, second_c)]
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # both tasks take their first step
+    assert flaky.subscribes == 1  # the first is held in subscribe, the second waits on it
     flaky.subscribe_gate.set()
     done = await asyncio.gather(*attaching, return_exceptions=True)
     assert isinstance(done[0], BrokerError)

@@ -26,6 +26,7 @@ class GatedBroker(MemoryBroker):
         self.set_entered = asyncio.Event()
         self.subscribe_gate: asyncio.Event | None = None
         self.fail_subscribe = 0
+        self.subscribes = 0
 
     async def presence_set(self, key: str, member: str, value: bytes, ttl_s: float) -> None:
         gate, self.set_gate = self.set_gate, None
@@ -35,6 +36,7 @@ class GatedBroker(MemoryBroker):
         await super().presence_set(key, member, value, ttl_s)
 
     async def subscribe(self, topic: str, handler: MessageHandler) -> Subscription:
+        self.subscribes += 1
         if self.subscribe_gate is not None:
             await self.subscribe_gate.wait()
         if self.fail_subscribe:
@@ -85,7 +87,6 @@ async def test_a_refresh_never_brings_a_closed_device_back(broker: GatedBroker) 
     broker.set_gate = gate = asyncio.Event()
     await asyncio.wait_for(broker.set_entered.wait(), 3.0)  # a refresh is writing bob
     svc.connection_closed(bob)
-    await asyncio.sleep(0.05)
     gate.set()
     await drained(svc)
     assert await broker.presence_get("presence:bob") == {}  # not written back
@@ -104,7 +105,8 @@ async def test_a_follower_waiting_on_a_failed_subscribe_subscribes_itself(
     first = cast(Connection, FakeConn("alice", "a1"))
     second = cast(Connection, FakeConn("carol", "c1"))
     watching = [asyncio.create_task(svc._watch_user(c, "bob")) for c in (first, second)]
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # both tasks take their first step
+    assert broker.subscribes == 1  # the first is held in subscribe, the second waits on it
     broker.subscribe_gate.set()
     done = await asyncio.gather(*watching, return_exceptions=True)
     assert isinstance(done[0], BrokerError)
