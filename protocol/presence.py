@@ -28,7 +28,7 @@ MAX_USERS_PER_REQUEST: Final = 256
 #: Users one socket may follow at once, at most (past it: ``bad_request``).
 MAX_WATCHED_PER_SOCKET: Final = 1000
 
-DeviceState = Annotated[str, msgspec.Meta(pattern="^(online|away|busy|in-call)$")]
+DeviceState = Annotated[str, msgspec.Meta(pattern=f"^({'|'.join(SETTABLE_STATES)})$")]
 UserList = Annotated[list[Id64], msgspec.Meta(max_length=MAX_USERS_PER_REQUEST)]
 
 

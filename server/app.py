@@ -118,7 +118,6 @@ def build_app(
         await c.accounts.start(c.hub)
         if c.realtime is not None:
             await c.realtime.start()
-        app.state.components = c
         if on_ready is not None:
             on_ready(c)
         log.info("hub ready", extra={"node": c.hub.node_id})

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -28,9 +27,13 @@ from typing import Any
 
 import msgspec
 
+from server.security.crypto import KEY_ID_PATTERN
+
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "MEDHUB_"
+#: Days audit entries are kept at least, whatever the settings (HDS: one year).
+MIN_RETENTION_DAYS = 366
 SECRET_FIELDS = ("secret_at_rest_key", "secret_totp_key", "secret_turn", "secret_audit_key")
 #: Retired keys (``"<key_id>:<base64>"`` lists): redacted, never generated, read-only keys.
 RETIRED_KEY_FIELDS = (
@@ -135,8 +138,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     @property
     def effective_node_id(self) -> str:
-        """A node id unique among the hub processes sharing a broker."""
-        return self.node_id or f"{os.uname().nodename}-{os.getpid()}"
+        """A node id unique among the hub processes sharing a broker (at most 64 chars)."""
+        return (self.node_id or f"{os.uname().nodename}-{os.getpid()}")[:64]
 
     @property
     def effective_checkpoint_path(self) -> Path:
@@ -178,12 +181,13 @@ FIELD_DOCS: dict[str, str] = {
     "ws_max_connections_per_user": "sockets per user per process; past it close 4030",
     "shutdown_grace_s": "seconds to flush send queues on SIGTERM before closing",
     "shutdown_retry_after_s": "seconds clients are told to wait before reconnecting",
-    "audit_queue_max": "audit entries waiting for the writer; past it writers wait",
+    "audit_queue_max": "audit entries waiting for the writer; past it record() still "
+    "accepts (never drops) but /readyz answers 503 and durable callers wait",
     "audit_batch_max": "audit entries written per transaction",
     "audit_flush_interval_ms": "milliseconds the writer waits to fill a batch",
     "audit_checkpoint_path": "append-only checkpoint file (default data_dir/audit.checkpoints)",
     "audit_checkpoint_every": "audit entries between two checkpoints",
-    "audit_retention_days": "days audit entries are kept (never below 366)",
+    "audit_retention_days": f"days audit entries are kept (never below {MIN_RETENTION_DAYS})",
     "audit_key_id": "id of the current audit HMAC key",
     "argon2_time_cost": "Argon2id passes (t); below 2 with 19456 KiB is refused (OWASP)",
     "argon2_memory_kib": "Argon2id memory per hash (KiB); more is slower and stronger",
@@ -210,7 +214,8 @@ FIELD_DOCS: dict[str, str] = {
     "is derived from; keep it when rotating (changing it changes every index)",
     "secret_at_rest_key": "base64 32-byte AES-GCM master key (secret)",
     "secret_totp_key": "base64 32-byte key encrypting TOTP secrets (secret)",
-    "secret_turn": "shared secret with the TURN server (secret)",
+    "secret_turn": "shared secret with the TURN server (secret; reserved: read by the "
+    "calls capability, a later issue)",
     "secret_audit_key": "base64 32-byte HMAC key of the audit chain (secret)",
     "secret_audit_retired_keys": "old audit keys, verify only (list of <key_id>:<base64>; secret)",
     "secret_at_rest_retired_keys": "old at-rest keys, decrypt only "
@@ -275,8 +280,10 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError(f"broker must be memory or redis (got {s.broker!r})")
     if s.ws_max_frame_bytes > s.ws_hard_max_frame_bytes:
         raise ConfigError("ws_max_frame_bytes must not exceed ws_hard_max_frame_bytes")
-    if s.audit_retention_days < 366:
-        raise ConfigError("audit_retention_days must be at least 366 (one year, HDS)")
+    if s.audit_retention_days < MIN_RETENTION_DAYS:
+        raise ConfigError(
+            f"audit_retention_days must be at least {MIN_RETENTION_DAYS} (one year, HDS)"
+        )
     _check_retired_keys(s)
 
 
@@ -339,7 +346,7 @@ def ensure_secrets(settings: Settings) -> Settings:
 
 def _redact_retired(entry: str) -> str:
     key_id, sep, _ = entry.partition(":")
-    if sep and re.fullmatch(r"[A-Za-z0-9_-]{1,32}", key_id):
+    if sep and KEY_ID_PATTERN.fullmatch(key_id):
         return f"{key_id}:<redacted>"
     return "<redacted>"
 

@@ -382,10 +382,7 @@ class Connection:
         retry_after_s: float | None = None,
     ) -> None:
         """Send an ``error`` answering ``request_id`` and count it."""
-        self.hub.metrics.count_error(code.value)
-        self.send(
-            Error(code=code.value, message=message, id=request_id, retry_after_s=retry_after_s)
-        )
+        self.send(self._error(request_id, code, message, retry_after_s))
 
     def poll(self, now: float) -> None:
         """Called by the hub's ticker: enforce deadlines, send heartbeats."""

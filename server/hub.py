@@ -106,6 +106,7 @@ class Hub:
         self.connections: set[Connection] = set()
         self.by_user: dict[str, set[Connection]] = {}
         self.accepting = True
+        self._shut_down = False
         self._ticker: asyncio.Task[None] | None = None
         self._all_gone = asyncio.Event()
         self._all_gone.set()
@@ -157,7 +158,11 @@ class Hub:
         New sockets are refused from the first moment. Waits at most
         ``grace_s`` (default ``shutdown_grace_s``) for queues to drain; sockets
         still busy after that are closed without their remaining frames.
+        A second call (the lifespan after a SIGTERM drain) returns at once.
         """
+        if self._shut_down:
+            return
+        self._shut_down = True
         self.accepting = False
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         going = GoingAway(retry_after_s=self.settings.shutdown_retry_after_s)

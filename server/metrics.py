@@ -86,9 +86,9 @@ class Metrics:
         """One frame of message type ``kind`` received."""
         self._in.tally[kind] += 1
 
-    def count_out(self, kind: str, frames: int = 1) -> None:
-        """``frames`` frames of message type ``kind`` queued for sending."""
-        self._out.tally[kind] += frames
+    def count_out(self, kind: str) -> None:
+        """One frame of message type ``kind`` queued for sending."""
+        self._out.tally[kind] += 1
 
     def count_error(self, code: str) -> None:
         """One ``error`` reply with ``code``."""

@@ -69,8 +69,11 @@ class WireCache:
     """Serialised WebSocket frames by payload, shared by every socket of a hub.
 
     Keyed by the payload object itself (bytes and str cache their hash), so
-    fan-out serialises an event once instead of once per recipient. Bounded:
-    cleared when it holds ``max_entries``.
+    fan-out serialises an event once instead of once per recipient. Bounded
+    in entries, not bytes: cleared when it holds ``max_entries`` (4096) frames;
+    frames are at most ``ws_max_frame_bytes`` of payload (history pages are the
+    largest), so it holds at most a few hundred MiB in the worst case and a few
+    MiB in practice.
     """
 
     __slots__ = ("_frames", "max_entries")

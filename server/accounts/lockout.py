@@ -45,7 +45,10 @@ from dataclasses import dataclass
 from server.broker.base import Broker
 from server.security.at_rest import normalise_email
 
+#: Seconds of the fixed windows of the per-account and per-address hourly caps.
 HOUR_S = 3600.0
+#: Seconds without a failure after which the failure count and the lock level
+#: are forgotten (as a success forgets them at once).
 LEVEL_TTL_S = 86400.0
 
 

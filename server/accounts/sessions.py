@@ -24,6 +24,7 @@ from server.accounts.store import new_id
 from server.accounts.tables import sessions
 from server.store.db import Database
 
+#: Microseconds between two writes of a session's last-seen time (idle timeout).
 TOUCH_EVERY_US = 60_000_000
 #: Ids per ``IN (...)`` list (SQLite's bound-parameter limit is far above).
 _CHUNK = 500

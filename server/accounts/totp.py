@@ -17,10 +17,10 @@ import secrets
 import pyotp
 import segno
 
-INTERVAL_S = 30
-DIGITS = 6
-TOLERANCE_STEPS = 1
-RECOVERY_CODES = 10
+INTERVAL_S = 30  #: seconds per TOTP step (RFC 6238)
+DIGITS = 6  #: digits per code
+TOLERANCE_STEPS = 1  #: steps accepted either side of now: a code is valid for +-30 s
+RECOVERY_CODES = 10  #: single-use recovery codes given at enrolment
 ISSUER = "medhub"
 
 

@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 Auth = Literal["public", "session", "restricted_ok"]
 PATH_PARAM = re.compile(r"^[a-z]-[0-9a-f]{1,38}$")
 MAX_BODY_BYTES = 65536  # larger request bodies: 413 payload_too_large, never buffered
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 @dataclass

@@ -106,16 +106,3 @@ class FileCheckpointSink:
     async def read_all(self) -> list[Checkpoint]:
         """Every well-formed checkpoint in the file, oldest first."""
         return await asyncio.to_thread(self.read_all_sync)
-
-
-class MemoryCheckpointSink:
-    """Checkpoints kept in a list (tests, or when no external store is configured)."""
-
-    def __init__(self) -> None:
-        self.items: list[Checkpoint] = []
-
-    async def append(self, cp: Checkpoint) -> None:
-        self.items.append(cp)
-
-    async def read_all(self) -> list[Checkpoint]:
-        return list(self.items)

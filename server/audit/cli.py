@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,8 +24,6 @@ from server.audit.keys import AuditKeyError, current_key, keyring
 from server.audit.trail import AuditTrail, utc_now
 from server.config import Settings, ensure_secrets
 from server.store.db import Database
-
-log = logging.getLogger(__name__)
 
 
 def _when(raw: str) -> datetime:
@@ -106,7 +103,7 @@ async def _stats(args: argparse.Namespace, settings: Settings, db: Database) -> 
 
 async def _purge(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     key_id, _ = current_key(settings)
-    node = settings.effective_node_id[:64]
+    node = settings.effective_node_id
     try:
         result = await ops.purge(
             db, key_id=key_id, keyring=keyring(settings), node=node,

@@ -16,10 +16,10 @@ from server.audit import chain, store
 from server.audit.chain import Break, BreakKind, Checkpoint, CheckpointKind, VerifyResult
 from server.audit.checkpoints import CheckpointSink
 from server.audit.trail import to_us
+from server.config import MIN_RETENTION_DAYS
 from server.store.db import Database
 
 #: HDS: audit entries are kept at least one year; a purge never goes below this.
-MIN_RETENTION_DAYS = 366
 
 
 async def verify_log(

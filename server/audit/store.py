@@ -18,8 +18,9 @@ from server.audit.chain import Checkpoint, CheckpointKind, Entry
 from server.store.db import Database
 from server.store.schema import audit_anchor, audit_chain_head, audit_log
 
+#: Audit rows read per query while verifying or exporting (bounds memory).
 PAGE_ROWS = 5000
-HOUR_US = 3_600_000_000
+HOUR_US = 3_600_000_000  #: microseconds per hour (statistics buckets)
 
 
 def _entry(row: sa.Row[Any]) -> Entry:

@@ -158,7 +158,7 @@ class AuditTrail:
         if sink is None:
             sink = FileCheckpointSink(settings.effective_checkpoint_path)
         return cls(
-            db, key_id=key_id, key=key, node_id=settings.effective_node_id[:64],
+            db, key_id=key_id, key=key, node_id=settings.effective_node_id,
             sink=sink,
             clock=clock, queue_max=settings.audit_queue_max, batch_max=settings.audit_batch_max,
             flush_interval_ms=settings.audit_flush_interval_ms,

@@ -21,7 +21,8 @@ from server.accounts.tables import care_relationships, delegations, users
 from server.policy import Delegation, RelationKind, Relationship, Role, Subject
 from server.store.db import Database
 
-#: Colleagues listed as "my contacts", at most.
+#: Colleagues listed as "my contacts", at most (by id; past it, the rest are
+#: not offered as contacts but can still be named in presence requests).
 MAX_CONTACTS = 1000
 
 

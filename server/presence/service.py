@@ -65,6 +65,7 @@ from server.sendqueue import Delivery
 log = logging.getLogger(__name__)
 
 _MSGPACK, _JSON = MsgpackCodec(), JsonCodec()
+#: Seconds a user's last-seen time is kept after their last device left (90 days).
 LAST_SEEN_TTL_S = 90 * 24 * 3600.0
 #: Devices (or followed users) refreshed by one job of the ordered worker.
 REFRESH_CHUNK = 100

@@ -72,7 +72,7 @@ class Database:
         """
         if self._engine is not None:
             return
-        if self._dialect == "sqlite" and self._url.database not in (None, "", ":memory:"):
+        if self._dialect == "sqlite" and not engines.is_sqlite_memory(self._url):
             Path(self._url.database or "").parent.mkdir(parents=True, exist_ok=True)
         self._engine = engines.create_engine(
             self._url, pool_size=self._pool_size, sqlite_busy_timeout_ms=self._busy_timeout_ms

@@ -57,7 +57,7 @@ def dialect_of(url: URL) -> Dialect:
     return "sqlite" if url.get_backend_name() == "sqlite" else "postgresql"
 
 
-def _is_sqlite_memory(url: URL) -> bool:
+def is_sqlite_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:")
 
 
@@ -73,7 +73,7 @@ def create_engine(url: URL, *, pool_size: int, sqlite_busy_timeout_ms: int) -> A
     # hide_parameters: a database error's text never carries the bound values
     # (password hashes, envelopes, ids) into a log line or a traceback.
     kwargs: dict[str, Any] = {"hide_parameters": True}
-    if not _is_sqlite_memory(url):
+    if not is_sqlite_memory(url):
         kwargs["pool_size"] = pool_size
     engine = create_async_engine(url, **kwargs)
     _install_sqlite_hooks(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
