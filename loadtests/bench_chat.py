@@ -59,7 +59,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +75,7 @@ from loadtests.bench_ws import (
     cpu_seconds,
     free_port,
     machine_facts,
+    package_version,
     running,
     stop_server,
 )
@@ -545,13 +545,6 @@ class Results:
 
 
 # -- the report ----------------------------------------------------------------------------
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _row(label: str, m: Measurement, others: list[Measurement]) -> str:
     busy = m.server_cpu_s / m.cpu_wall_s * 100
     loop_busy = m.loop_cpu_s / m.cpu_wall_s * 100
@@ -601,10 +594,10 @@ def render(results: Results, facts: list[str], elapsed: float) -> str:
         "- broadcast: `loadtests/bench_chat_servers.py broadcast`, `websockets.asyncio.server` on"
         " uvloop (compression and pings off): `websockets.broadcast(receivers, frame)` of each"
         " sender frame, unchanged, then a 1-byte ack to the sender.",
-        f"- socketio: python-socketio {_version('python-socketio')} `AsyncServer` (ASGI, websocket"
-        " transport only) under uvicorn with the hub's settings (uvloop, httptools,"
-        " websockets-sansio): `await sio.emit('chat', data, room=...)` in the `msg` handler,"
-        " whose return value acks the sender.",
+        f"- socketio: python-socketio {package_version('python-socketio')} `AsyncServer`"
+        " (ASGI, websocket transport only) under uvicorn with the hub's settings"
+        " (uvloop, httptools, websockets-sansio): `await sio.emit('chat', data, room=...)`"
+        " in the `msg` handler, whose return value acks the sender.",
         f"- clients, the same for the three: {MEMBERS} receiver sockets (msgpack subprotocol for"
         f" the hub and broadcast, Engine.IO 4 for Socket.IO) in {RECEIVER_PROCS} processes that"
         " only parse frame headers and count (raw asyncio protocol; the last frame's `seq` is"
@@ -691,8 +684,8 @@ async def run(only: tuple[str, ...] = KINDS, rounds: int = ROUNDS, diagnostic: b
     started = time.monotonic()
     facts = machine_facts()
     facts.append(
-        f"Packages: python-socketio {_version('python-socketio')},"
-        f" python-engineio {_version('python-engineio')}"
+        f"Packages: python-socketio {package_version('python-socketio')},"
+        f" python-engineio {package_version('python-engineio')}"
     )
     results = Results()
     load = Load(SENDERS, WINDOW)

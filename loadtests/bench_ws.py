@@ -465,7 +465,8 @@ async def measure_memory(server: ServerProcess) -> Memory:
 
 
 # -- the report --------------------------------------------------------------------------------
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
+    """The installed version of ``package``, or ``not installed``."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -487,7 +488,7 @@ def machine_facts() -> list[str]:
                 mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())  # 1, 5 and 15 minutes
     versions = ", ".join(
-        f"{p} {_version(p)}"
+        f"{p} {package_version(p)}"
         for p in ("uvicorn", "websockets", "starlette", "httptools", "uvloop", "msgpack", "msgspec")
     )
     return [
