@@ -23,7 +23,7 @@ import msgpack
 import msgspec
 
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.messages import CLIENT_TYPES, SERVER_TYPES, ClientMessage, ServerMessage
+from protocol.messages import CLIENT_TYPES, SERVER_TYPES, ClientMessage, OneWay, ServerMessage
 
 SUBPROTOCOL_MSGPACK: Final = "medhub.v1.msgpack"
 SUBPROTOCOL_JSON: Final = "medhub.v1.json"
@@ -189,17 +189,24 @@ def parse_message(raw: Any, frame_size: int) -> ClientMessage:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "missing string field 'type'", request_id=rid)
     cls = CLIENT_TYPES.get(kind)
     if cls is None:
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type", request_id=rid)
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE,
+            "unknown message type",
+            request_id=rid,
+            ref=kind[:64] if rid is None else None,  # a reply-less message: say which
+        )
+    ref = kind if issubclass(cls, OneWay) else None
     if frame_size > cls.max_bytes:
         raise ProtocolError(
             ErrorCode.TOO_LARGE,
             f"{kind} frames are limited to {cls.max_bytes} bytes",
             request_id=rid,
+            ref=ref,
         )
     try:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc), request_id=rid) from exc
+        raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc), request_id=rid, ref=ref) from exc
 
 
 def decode_server_message(codec: Codec, frame: Frame) -> ServerMessage:

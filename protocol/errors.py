@@ -63,7 +63,8 @@ class ProtocolError(Exception):
     ``code`` is the stable error code to reply with; ``request_id`` is the
     client id of the request when it could be read (else None); ``close`` is
     set when the connection must be closed with that code instead of answered.
-    ``retry_after_s`` accompanies ``rate_limited``.
+    ``retry_after_s`` accompanies ``rate_limited``. ``ref`` names a reply-less
+    input (a one-way message type, or ``stream:<kind>``) the error is about.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class ProtocolError(Exception):
         request_id: str | int | None = None,
         close: CloseCode | None = None,
         retry_after_s: float | None = None,
+        ref: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -81,6 +83,7 @@ class ProtocolError(Exception):
         self.request_id = request_id
         self.close = close
         self.retry_after_s = retry_after_s
+        self.ref = ref
 
     def __repr__(self) -> str:
         return f"ProtocolError({self.code.value!r}, {self.message!r}, id={self.request_id!r})"

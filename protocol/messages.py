@@ -48,6 +48,15 @@ class Request(ClientMessage, frozen=True):
     id: RequestId
 
 
+class OneWay(ClientMessage, frozen=True):
+    """A client message that gets no reply (typing indicators, acknowledgements).
+
+    It has no ``id``. When the hub cannot handle it (no capability serves the
+    type, the capability refuses it), it answers an ``error`` with no ``id``
+    and ``ref`` = the message type, so nothing is ever dropped silently.
+    """
+
+
 class ServerMessage(msgspec.Struct, tag_field="type", omit_defaults=True, frozen=True):
     """Base of every server-to-client message."""
 
@@ -122,13 +131,16 @@ class Heartbeat(ClientMessage, tag="heartbeat", frozen=True):
 
 
 # -- server messages ---------------------------------------------------------------
-class Limits(msgspec.Struct, frozen=True):
+class Limits(msgspec.Struct, frozen=True, omit_defaults=True):
     """Limits the client must respect, announced in ``welcome``."""
 
     max_frame_bytes: int
     rate_per_s: float
     rate_burst: int
     send_queue_max_messages: int
+    #: Stream frames (protocol/streams.py): their own budget, separate from messages.
+    stream_rate_per_s: float | None = None
+    stream_rate_burst: int | None = None
 
 
 class Identity(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -167,6 +179,8 @@ class Error(ServerMessage, tag="error", frozen=True):
     message: str
     id: RequestId | None = None
     retry_after_s: float | None = None
+    #: What a reply-less input was: a one-way message type, or ``stream:<kind>``.
+    ref: str | None = None
 
 
 class Event(ServerMessage, tag="event", frozen=True):

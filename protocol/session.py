@@ -4,17 +4,26 @@ A :class:`Session` never touches a socket or a clock. The asyncio shell
 (``server/connection.py``) feeds it each inbound frame with the current time
 and acts on what it returns:
 
-- :meth:`Session.receive` -> :class:`Deliver` (dispatch this message),
-  :class:`Reject` (send this ``error``; close too when ``close`` is set), or
-  :class:`Ignore` (a heartbeat: nothing to do).
+- :meth:`Session.receive` -> :class:`Deliver` (dispatch this message: a
+  ``hello``, a request or a one-way message), :class:`DeliverStream` (a binary
+  stream frame, protocol/streams.py), :class:`Reject` (send this ``error``;
+  close too when ``close`` is set), or :class:`Ignore` (a heartbeat).
 - :meth:`Session.poll` -> a :class:`Close` when a deadline passed (handshake,
-  idle), :data:`SEND_HEARTBEAT` when the socket has been quiet for a heartbeat
-  interval, else None. Call it about once a second.
+  credential check, idle), :data:`SEND_HEARTBEAT` when the socket has been
+  quiet for a heartbeat interval, else None. Call it about once a second.
 - After the shell accepted the ``hello`` credentials it must call
   :meth:`Session.open`; a refused hello is closed by the shell.
 
-Rate limiting is a token bucket (``rate_per_s`` refill, ``rate_burst`` size)
-over every inbound frame; past it, frames are answered ``rate_limited`` with a
+Two deadlines guard the handshake: ``handshake_timeout_s`` for the client's
+``hello`` to arrive (the client's part), then ``auth_timeout_s`` for the
+shell's credential check (the server's part, which may queue behind other
+checks on a busy node): a slow server never counts against the client.
+
+Rate limiting: a token bucket per traffic class. Messages (requests, one-way
+messages, heartbeats) share the ``rate_per_s`` / ``rate_burst`` bucket, checked
+before decoding; binary stream frames have their own ``stream_rate_per_s`` /
+``stream_rate_burst`` bucket, so bulk data and requests never starve each
+other. Past a budget, the input is answered ``rate_limited`` with a
 ``retry_after_s``. Every error (including rate limiting) counts toward the
 abuse budget: more than ``abuse_max_errors`` within ``abuse_window_s`` seconds
 closes the socket with :attr:`CloseCode.ABUSIVE`.
@@ -29,7 +38,8 @@ from dataclasses import dataclass
 
 from protocol.codec import Codec, Frame, frame_size, parse_message, request_id_of
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
-from protocol.messages import ClientMessage, Error, Heartbeat, Hello, RequestId
+from protocol.messages import ClientMessage, Error, Heartbeat, Hello, OneWay, RequestId
+from protocol.streams import StreamKind, is_stream_frame, parse_stream
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class SessionLimits:
     """Per-connection limits; each in the unit its name says."""
 
     handshake_timeout_s: float = 5.0
+    auth_timeout_s: float = 30.0
     heartbeat_interval_s: float = 25.0
     idle_timeout_s: float = 60.0
     max_frame_bytes: int = 65536
@@ -44,6 +55,8 @@ class SessionLimits:
     rate_burst: int = 200
     abuse_max_errors: int = 100
     abuse_window_s: float = 10.0
+    stream_rate_per_s: float = 200.0
+    stream_rate_burst: int = 400
 
 
 #: Largest rate-limited frame decoded only to echo its request id (bytes).
@@ -62,6 +75,14 @@ class Deliver:
     """Dispatch ``message`` (a ``hello`` while awaiting it, else a request)."""
 
     message: ClientMessage
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverStream:
+    """Hand the ``payload`` of a stream frame of ``kind`` to its capability."""
+
+    kind: StreamKind
+    payload: memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +116,7 @@ def _ceil_ms(seconds: float) -> float:
 
 IGNORE = _Ignore()
 SEND_HEARTBEAT = _SendHeartbeat()
-Inbound = Deliver | Reject | _Ignore
+Inbound = Deliver | DeliverStream | Reject | _Ignore
 
 
 class TokenBucket:
@@ -126,8 +147,10 @@ class Session:
 
     __slots__ = (
         "_abuse",
+        "_auth_started",
         "_bucket",
         "_opened_at",
+        "_stream_bucket",
         "codec",
         "last_received",
         "last_sent",
@@ -143,12 +166,16 @@ class Session:
         self.last_received = now
         self.last_sent = now
         self._bucket = TokenBucket(limits.rate_per_s, limits.rate_burst, now)
+        self._stream_bucket: TokenBucket | None = None  # created at the first stream frame
+        self._auth_started = now
         self._abuse: deque[float] | None = None  # created at the first error
 
     # -- inbound ---------------------------------------------------------------
     def receive(self, frame: Frame, now: float) -> Inbound:
         """Decide what to do with one inbound frame received at ``now``."""
         self.last_received = now
+        if is_stream_frame(frame):
+            return self._receive_stream(frame, now)  # type: ignore[arg-type]
         wait = self._bucket.take(now)
         size = frame_size(frame)
         if wait > 0.0:
@@ -172,6 +199,7 @@ class Session:
             return self._reject(exc, now)
         if isinstance(message, Heartbeat):
             return IGNORE
+        ref = type(message).__struct_config__.tag if isinstance(message, OneWay) else None
         if self.state is State.AWAITING_HELLO:
             if not isinstance(message, Hello):
                 return self._reject(
@@ -179,10 +207,12 @@ class Session:
                         ErrorCode.HANDSHAKE_REQUIRED,
                         "the first message must be hello",
                         request_id=getattr(message, "id", None),
+                        ref=str(ref) if ref else None,
                     ),
                     now,
                 )
             self.state = State.AUTHENTICATING
+            self._auth_started = now
             return Deliver(message)
         if isinstance(message, Hello):
             return self._reject(
@@ -197,10 +227,31 @@ class Session:
                     ErrorCode.HANDSHAKE_REQUIRED,
                     "wait for welcome",
                     request_id=getattr(message, "id", None),
+                    ref=str(ref) if ref else None,
                 ),
                 now,
             )
         return Deliver(message)
+
+    def _receive_stream(self, frame: bytes | bytearray | memoryview, now: float) -> Inbound:
+        """A binary stream frame: its own rate budget, then kind and size checks."""
+        bucket = self._stream_bucket
+        if bucket is None:
+            limits = self.limits
+            bucket = TokenBucket(limits.stream_rate_per_s, limits.stream_rate_burst, now)
+            self._stream_bucket = bucket
+        try:
+            kind, payload = parse_stream(frame)
+            wait = bucket.take(now)
+            if wait > 0.0:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "slow down", retry_after_s=wait, ref=kind.ref
+                )
+            if self.state is not State.OPEN:
+                raise ProtocolError(ErrorCode.HANDSHAKE_REQUIRED, "wait for welcome", ref=kind.ref)
+        except ProtocolError as exc:
+            return self._reject(exc, now)
+        return DeliverStream(kind, payload)
 
     def _peek_id(self, frame: Frame, size: int) -> RequestId | None:
         # A rate-limited request still gets its id back, so the client can fail it;
@@ -229,6 +280,7 @@ class Session:
             message=exc.message,
             id=exc.request_id,
             retry_after_s=_ceil_ms(exc.retry_after_s) if exc.retry_after_s else None,
+            ref=exc.ref,
         )
         return Reject(error, close)
 
@@ -249,9 +301,13 @@ class Session:
 
     def poll(self, now: float) -> Close | _SendHeartbeat | None:
         """Check the deadlines at ``now``: what the shell must do, if anything."""
-        if self.state in (State.AWAITING_HELLO, State.AUTHENTICATING):
+        if self.state is State.AWAITING_HELLO:
             if now - self._opened_at >= self.limits.handshake_timeout_s:
                 return Close(CloseCode.HANDSHAKE_TIMEOUT, "handshake timeout")
+            return None
+        if self.state is State.AUTHENTICATING:
+            if now - self._auth_started >= self.limits.auth_timeout_s:
+                return Close(CloseCode.TRY_AGAIN_LATER, "authentication timed out")
             return None
         if self.state is State.CLOSED:
             return None
