@@ -22,6 +22,14 @@ Topic and key names are plain ASCII strings of at most 256 characters; payloads
 and values are bytes (msgpack, never pickle) of at most 1 MiB. Topics, presence
 keys and value/counter keys are three separate namespaces.
 
+Batched calls (``publish_many``, ``subscribe_many``, ``unsubscribe_many``,
+``presence_set_many``, ``presence_remove_many``, ``presence_get_many``,
+``get_values``, ``set_values``) do the same as their single forms for many items in one
+round trip where the backend allows it (Redis: one pipeline; the defaults
+here loop). A failed batch raises :class:`BrokerError` with an unknown
+outcome for each item (some may have been applied); each item on its own
+keeps the guarantees of its single form.
+
 Errors: every failure is a :class:`BrokerError` (invalid name, payload or TTL;
 use before :meth:`Broker.start` or after :meth:`Broker.close`; backend
 unreachable or timed out). Nothing is retried behind the caller's back, so a
@@ -32,7 +40,7 @@ unreachable or timed out). Nothing is retried behind the caller's back, so a
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MAX_NAME_LENGTH = 256
@@ -153,6 +161,60 @@ class Broker(abc.ABC):
         ``ttl_s`` applies when the counter is created by this call (a fixed
         window); later increments keep the original expiry.
         """
+
+    # -- batched calls (defaults: one call per item; Redis overrides with pipelines) --
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """``publish`` each ``(topic, payload)`` in order (one round trip on Redis)."""
+        for topic, payload in messages:
+            await self.publish(topic, payload)
+
+    async def subscribe_many(
+        self, topics: Sequence[str], handler: MessageHandler
+    ) -> list[Subscription]:
+        """``subscribe`` ``handler`` to each topic; active for all when this returns.
+
+        On failure no subscription of this call is left behind.
+        """
+        subs: list[Subscription] = []
+        try:
+            for topic in topics:
+                subs.append(await self.subscribe(topic, handler))
+        except BaseException:
+            await self.unsubscribe_many(subs)
+            raise
+        return subs
+
+    async def unsubscribe_many(self, subscriptions: Sequence[Subscription]) -> None:
+        """``unsubscribe`` each handle."""
+        for sub in subscriptions:
+            await self.unsubscribe(sub)
+
+    async def presence_set_many(
+        self, entries: Sequence[tuple[str, str, bytes]], ttl_s: float
+    ) -> None:
+        """``presence_set(key, member, value, ttl_s)`` for each ``(key, member, value)``."""
+        for key, member, value in entries:
+            await self.presence_set(key, member, value, ttl_s)
+
+    async def presence_remove_many(self, entries: Sequence[tuple[str, str]]) -> None:
+        """``presence_remove(key, member)`` for each pair."""
+        for key, member in entries:
+            await self.presence_remove(key, member)
+
+    async def presence_get_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """``presence_get`` of each key (keys with no member map to an empty dict)."""
+        return {key: await self.presence_get(key) for key in keys}
+
+    async def get_values(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        """``get_value`` of each key."""
+        return {key: await self.get_value(key) for key in keys}
+
+    async def set_values(
+        self, items: Sequence[tuple[str, bytes]], ttl_s: float | None = None
+    ) -> None:
+        """``set_value(key, value, ttl_s)`` for each ``(key, value)``."""
+        for key, value in items:
+            await self.set_value(key, value, ttl_s)
 
 
 def check_name(name: str) -> None:

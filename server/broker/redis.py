@@ -10,16 +10,10 @@ the nodes' clocks, so clock skew between nodes cannot shorten or stretch a TTL.
 Writers and readers prune expired members atomically, and both keys carry a
 PEXPIRE of the latest member's deadline, so an abandoned key vanishes.
 
-Pub/sub runs on one dedicated RESP2 connection per broker, read by a listener
-task that is watched: when the connection is lost (or stays silent past a
-health-check PING) the listener logs a warning, counts it in
-``listener_failures``, reconnects with capped exponential backoff, resubscribes
-every topic and counts the recovery in ``listener_restarts``. Messages
-published while it was down are lost (delivery is at-most-once). ``subscribe``
-sends SUBSCRIBE then a PING carrying a unique token and returns only when the
-matching pong comes back on that connection, so the subscription is active.
-Handlers run in the listener task, in arrival order; one that raises is logged
-and counted in ``handler_errors``.
+Pub/sub runs on one dedicated connection read by a watched listener
+(:mod:`server.broker.redis_pubsub`). Batched calls (``publish_many``,
+``presence_*_many``, ``get_values``) go in one non-transactional pipeline: one
+round trip for the whole batch.
 
 Commands are never retried (a retried INCR or SET NX could apply twice); a
 lost connection surfaces as :class:`BrokerError`. The URL is never logged.
@@ -29,18 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
-import random
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from server.broker.base import (
@@ -51,6 +40,7 @@ from server.broker.base import (
     check_name,
     check_payload,
 )
+from server.broker.redis_pubsub import RedisPubSub
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +136,7 @@ class RedisBroker(Broker):
         if not prefix.isascii():
             raise ValueError("prefix must be ASCII")
         self.prefix = prefix
-        self.handler_errors = 0
-        self.listener_failures = 0
-        self.listener_restarts = 0
-        self._subscribe_timeout_s = subscribe_timeout_s
         self._socket_timeout_s = socket_timeout_s
-        self._health_s = health_check_interval_s
-        self._max_backoff_s = reconnect_max_backoff_s
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -167,16 +151,31 @@ class RedisBroker(Broker):
         self._presence_set = self._redis.register_script(_PRESENCE_SET)
         self._presence_get = self._redis.register_script(_PRESENCE_GET)
         self._incr = self._redis.register_script(_INCR)
-        self._channel_prefix = (prefix + "t:").encode()
-        self._handlers: dict[str, list[Subscription]] = {}
-        self._barriers: dict[bytes, asyncio.Future[None]] = {}
-        self._tokens = itertools.count()
-        self._conn: AbstractConnection | None = None
-        self._send_lock = asyncio.Lock()
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
+        self._pubsub = RedisPubSub(
+            self._redis,
+            (prefix + "t:").encode(),
+            self._is_closed,
+            subscribe_timeout_s=subscribe_timeout_s,
+            health_check_interval_s=health_check_interval_s,
+            reconnect_max_backoff_s=reconnect_max_backoff_s,
+        )
         self._started = False
         self._closed = False
+
+    @property
+    def handler_errors(self) -> int:
+        """Handlers that raised (logged; delivery went on)."""
+        return self._pubsub.handler_errors
+
+    @property
+    def listener_failures(self) -> int:
+        """Times the pub/sub connection was lost."""
+        return self._pubsub.listener_failures
+
+    @property
+    def listener_restarts(self) -> int:
+        """Times the pub/sub listener reconnected and resubscribed."""
+        return self._pubsub.listener_restarts
 
     # -- lifecycle -----------------------------------------------------------------
     def _ready(self, *names: str) -> None:
@@ -204,9 +203,9 @@ class RedisBroker(Broker):
         with _errors("ping"):
             await self._redis.ping()
         self._started = True
-        self._listener = asyncio.create_task(self._listen(), name="redis-broker-listener")
+        self._pubsub.start()
         try:
-            await asyncio.wait_for(self._listening.wait(), self._socket_timeout_s)
+            await asyncio.wait_for(self._pubsub.listening.wait(), self._socket_timeout_s)
         except TimeoutError:
             await self.close()
             raise BrokerError("redis pub/sub listener could not connect") from None
@@ -216,24 +215,12 @@ class RedisBroker(Broker):
         if self._closed:
             return
         self._closed = True
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.disconnect(nowait=True)  # wakes the listener even mid-read
-        if self._listener is not None:
-            self._listener.cancel()
-            _, pending = await asyncio.wait({self._listener}, timeout=self._socket_timeout_s)
-            if pending:
-                log.error("redis pub/sub listener did not stop; abandoning it")
-        self._handlers.clear()
-        for fut in self._barriers.values():
-            if not fut.done():
-                fut.set_exception(BrokerError("broker closed"))
-        self._barriers.clear()
+        await self._pubsub.close(self._socket_timeout_s)
         await self._redis.aclose()  # owns and disconnects the pool
 
     async def ping(self) -> bool:
         """True when Redis answers and the pub/sub listener is connected."""
-        if not self._started or self._closed or self._conn is None:
+        if not self._started or self._closed or not self._pubsub.connected:
             return False
         try:
             return bool(await self._redis.ping())
@@ -241,15 +228,25 @@ class RedisBroker(Broker):
             return False
 
     # -- pub/sub -------------------------------------------------------------------
-    def _channel(self, topic: str) -> bytes:
-        return self._channel_prefix + topic.encode("ascii")
-
     async def publish(self, topic: str, payload: bytes) -> None:
         """PUBLISH to every node. Raises :class:`BrokerError` (bad input, Redis down)."""
         check_payload(payload)
         self._ready(topic)
         with _errors("publish"):
-            await self._redis.publish(self._channel(topic), bytes(payload))
+            await self._redis.publish(self._pubsub.channel(topic), bytes(payload))
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """PUBLISH each ``(topic, payload)`` in order, in one pipeline."""
+        for topic, payload in messages:
+            check_payload(payload)
+            self._ready(topic)
+        if not messages:
+            return
+        with _errors("publish"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for topic, payload in messages:
+                    pipe.publish(self._pubsub.channel(topic), bytes(payload))
+                await pipe.execute()
 
     async def subscribe(self, topic: str, handler: MessageHandler) -> Subscription:
         """Subscribe and wait until Redis confirms it.
@@ -257,159 +254,22 @@ class RedisBroker(Broker):
         Raises :class:`BrokerError` for a bad topic, when the broker is not open,
         or when no confirmation arrives within ``subscribe_timeout_s``.
         """
-        self._ready(topic)
-        sub = Subscription(topic, handler)
-        subs = self._handlers.setdefault(topic, [])
-        is_new = not subs
-        subs.append(sub)
-        token = b"sub-%d" % next(self._tokens)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._barriers[token] = fut
-        commands: list[tuple[bytes, ...]] = [(b"PING", token)]
-        if is_new:
-            commands.insert(0, (b"SUBSCRIBE", self._channel(topic)))
-        try:
-            await self._send(commands)
-            await asyncio.wait_for(asyncio.shield(fut), self._subscribe_timeout_s)
-        except BaseException as exc:
-            await self.unsubscribe(sub)
-            if isinstance(exc, TimeoutError | BrokerError):
-                raise BrokerError("redis subscribe not confirmed (listener down?)") from exc
-            raise
-        finally:
-            self._barriers.pop(token, None)
-        return sub
+        return (await self.subscribe_many([topic], handler))[0]
+
+    async def subscribe_many(
+        self, topics: Sequence[str], handler: MessageHandler
+    ) -> list[Subscription]:
+        """Subscribe to every topic with one SUBSCRIBE; returns once all are active."""
+        self._ready(*topics)
+        return await self._pubsub.subscribe_many(topics, handler)
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Stop delivery at once; UNSUBSCRIBE when the topic's last handler goes."""
-        topic = subscription.topic
-        subs = self._handlers.get(topic)
-        if subs is None or subscription not in subs:
-            return
-        subs.remove(subscription)
-        if subs:
-            return
-        del self._handlers[topic]
-        if not self._closed:
-            await self._send([(b"UNSUBSCRIBE", self._channel(topic))], unless_topic=topic)
+        await self._pubsub.unsubscribe_many([subscription])
 
-    async def _send(self, commands: list[tuple[bytes, ...]], unless_topic: str = "") -> None:
-        """Write commands on the pub/sub connection, if it is up.
-
-        Errors are swallowed: the listener sees the broken connection, reconnects
-        and replays every subscription and pending PING token itself.
-        """
-        async with self._send_lock:
-            conn = self._conn
-            if conn is None or (unless_topic and unless_topic in self._handlers):
-                return
-            try:
-                for command in commands:
-                    # redis-py reconnects a disconnected connection on send; that
-                    # must never happen behind the listener's back.
-                    if conn is not self._conn or not conn.is_connected:
-                        return
-                    await conn.send_command(*command, check_health=False)
-            except Exception as exc:  # any failure: the listener reconnects and replays
-                log.debug("redis pub/sub send failed: %s", type(exc).__name__)
-                if conn is self._conn:
-                    self._conn = None
-                await conn.disconnect(nowait=True)
-
-    # -- the watched listener -----------------------------------------------------------
-    async def _listen(self) -> None:
-        backoff = 0.05
-        recovering = False
-        while not self._closed:
-            pool = self._redis.connection_pool
-            conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
-            try:
-                await conn.connect()  # type: ignore[no-untyped-call]
-                restart_token = await self._replay(conn, recovering)
-                recovering = False
-                backoff = 0.05
-                await self._read(conn, restart_token)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._is_closed():  # close() cut the connection
-                    return
-                recovering = True
-                self.listener_failures += 1
-                log.warning(
-                    "redis pub/sub listener lost its connection; reconnecting",
-                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff},
-                )
-            finally:
-                if self._conn is conn:
-                    self._conn = None
-                await conn.disconnect(nowait=True)
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, self._max_backoff_s)
-
-    async def _replay(self, conn: AbstractConnection, recovering: bool) -> bytes | None:
-        """Install ``conn``, resubscribe every topic and re-send pending tokens."""
-        async with self._send_lock:
-            self._conn = conn
-            self._listening.set()
-            channels = [self._channel(topic) for topic in self._handlers]
-            tokens = list(self._barriers)
-            restart_token = b"restart-%d" % next(self._tokens) if recovering else None
-            for i in range(0, len(channels), 1000):
-                await conn.send_command(b"SUBSCRIBE", *channels[i : i + 1000])
-            for token in tokens:
-                await conn.send_command(b"PING", token, check_health=False)
-            if restart_token is not None:
-                await conn.send_command(b"PING", restart_token, check_health=False)
-        return restart_token
-
-    async def _read(self, conn: AbstractConnection, restart_token: bytes | None) -> None:
-        """Read and dispatch until the connection fails (raises) or is cancelled."""
-        awaiting_pong = False
-        while True:
-            response: Any = await conn.read_response(timeout=self._health_s)
-            if response is None:
-                if awaiting_pong:
-                    raise RedisConnectionError("no reply to the health-check PING")
-                awaiting_pong = True
-                await self._send([(b"PING", b"health")])
-                continue
-            awaiting_pong = False
-            if isinstance(response, bytes):  # PING reply when no channel is subscribed
-                kind, token = b"pong", response
-            elif isinstance(response, list) and response:
-                kind = response[0]
-                token = response[1] if len(response) > 1 else b""
-            else:
-                continue
-            if kind == b"message" and len(response) == 3:
-                self._dispatch(response[1], response[2])
-            elif kind == b"pong":
-                if token == restart_token:
-                    self.listener_restarts += 1
-                    log.warning(
-                        "redis pub/sub listener reconnected",
-                        extra={"topics": len(self._handlers), "restarts": self.listener_restarts},
-                    )
-                fut = self._barriers.pop(token, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-
-    def _dispatch(self, channel: bytes, payload: bytes) -> None:
-        if not channel.startswith(self._channel_prefix):
-            return
-        topic = channel[len(self._channel_prefix) :].decode("ascii", "replace")
-        subs = self._handlers.get(topic)
-        if not subs:
-            return
-        for sub in tuple(subs):
-            if sub not in subs:
-                continue  # unsubscribed by an earlier handler of this message
-            try:
-                sub.handler(topic, payload)
-            except Exception:
-                self.handler_errors += 1
-                log.exception("broker handler failed", extra={"topic": topic})
+    async def unsubscribe_many(self, subscriptions: Sequence[Subscription]) -> None:
+        """Stop delivery to each handle at once (one UNSUBSCRIBE for the topics left)."""
+        await self._pubsub.unsubscribe_many(subscriptions)
 
     # -- presence registry ------------------------------------------------------------
     def _key(self, space: str, key: str) -> str:
@@ -443,6 +303,57 @@ class RedisBroker(Broker):
             flat = await self._presence_get(keys=keys, args=[])
         return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
 
+    async def presence_set_many(
+        self, entries: Sequence[tuple[str, str, bytes]], ttl_s: float
+    ) -> None:
+        """``presence_set`` of each ``(key, member, value)``, in one pipeline."""
+        ttl_ms = _ttl_ms(ttl_s)
+        if ttl_ms is None:
+            raise BrokerError("presence needs a ttl_s")
+        for key, member, value in entries:
+            check_payload(value)
+            self._ready(key, member)
+        if not entries:
+            return
+        with _errors("presence_set"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, member, value in entries:
+                    keys = [self._key("p", key), self._key("pv", key)]
+                    await self._presence_set(
+                        keys=keys, args=[member, bytes(value), ttl_ms], client=pipe
+                    )
+                await pipe.execute()
+
+    async def presence_remove_many(self, entries: Sequence[tuple[str, str]]) -> None:
+        """``presence_remove`` of each ``(key, member)``, in one pipeline."""
+        for key, member in entries:
+            self._ready(key, member)
+        if not entries:
+            return
+        with _errors("presence_remove"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key, member in entries:
+                    pipe.zrem(self._key("p", key), member)
+                    pipe.hdel(self._key("pv", key), member)
+                await pipe.execute()
+
+    async def presence_get_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """``presence_get`` of each key, in one pipeline."""
+        self._ready(*keys)
+        if not keys:
+            return {}
+        with _errors("presence_get"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    await self._presence_get(
+                        keys=[self._key("p", key), self._key("pv", key)], args=[], client=pipe
+                    )
+                results = await pipe.execute()
+        return {
+            key: {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+            for key, flat in zip(keys, results, strict=True)
+        }
+
     # -- ephemeral values ---------------------------------------------------------------
     async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         """SET [PX]. Raises :class:`BrokerError`."""
@@ -467,6 +378,31 @@ class RedisBroker(Broker):
         with _errors("get"):
             value = await self._redis.get(self._key("v", key))
         return _bytes_or_none(value)
+
+    async def get_values(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        """MGET of every key. Raises :class:`BrokerError`."""
+        self._ready(*keys)
+        if not keys:
+            return {}
+        with _errors("mget"):
+            values = await self._redis.mget([self._key("v", key) for key in keys])
+        return {key: _bytes_or_none(v) for key, v in zip(keys, values, strict=True)}
+
+    async def set_values(
+        self, items: Sequence[tuple[str, bytes]], ttl_s: float | None = None
+    ) -> None:
+        """SET [PX] of each ``(key, value)``, in one pipeline. Raises :class:`BrokerError`."""
+        ttl_ms = _ttl_ms(ttl_s)
+        for key, value in items:
+            check_payload(value)
+            self._ready(key)
+        if not items:
+            return
+        with _errors("set"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, value in items:
+                    pipe.set(self._key("v", key), bytes(value), px=ttl_ms)
+                await pipe.execute()
 
     async def pop_value(self, key: str) -> bytes | None:
         """GETDEL (atomic single use). Raises :class:`BrokerError`."""

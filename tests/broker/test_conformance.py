@@ -340,3 +340,76 @@ async def test_incr_on_a_non_integer_value_raises(broker: Broker) -> None:
         await broker.incr("text")
     with pytest.raises(BrokerError):
         await broker.incr("n", 1.5)  # type: ignore[arg-type]
+
+
+# -- batched calls -----------------------------------------------------------------------
+
+
+async def test_publish_many_keeps_order_across_topics_on_every_node(
+    broker: Broker, cluster: Cluster
+) -> None:
+    other = await cluster.node()
+    a, b = Inbox(), Inbox()
+    subs = await other.subscribe_many(["batch.a", "batch.b"], a)
+    await broker.subscribe("batch.b", b)
+    messages = [(f"batch.{'ab'[i % 2]}", i.to_bytes(2, "big")) for i in range(200)]
+    await broker.publish_many(messages)
+    received = [await a.get() for _ in messages]
+    assert received == messages
+    only_b = [m for m in messages if m[0] == "batch.b"]
+    assert [await b.get() for _ in only_b] == only_b
+    await other.unsubscribe_many(subs)
+    await broker.publish_many([("batch.a", b"late"), ("batch.b", b"fence")])
+    assert await b.get() == ("batch.b", b"fence")
+    assert a.drained() == []
+
+
+async def test_subscribe_many_is_active_when_it_returns_and_validates_names(
+    broker: Broker, cluster: Cluster
+) -> None:
+    publisher = await cluster.node()
+    inbox = Inbox()
+    topics = [f"many.{i}" for i in range(1500)]  # more than one SUBSCRIBE command
+    await broker.subscribe_many(topics, inbox)
+    await publisher.publish("many.1499", b"x")
+    assert await inbox.get() == ("many.1499", b"x")
+    with pytest.raises(BrokerError):
+        await broker.subscribe_many(["ok", ""], inbox)
+    await publisher.publish("ok", b"never")
+    await publisher.publish("many.0", b"fence")
+    assert await inbox.get() == ("many.0", b"fence")  # the failed call left nothing behind
+
+
+async def test_presence_batches_match_the_single_calls(broker: Broker, cluster: Cluster) -> None:
+    other = await cluster.node()
+    entries = [(f"presence:u{i % 50}", f"n1:c{i}", b"online") for i in range(300)]
+    await broker.presence_set_many(entries, ttl_s=30.0)
+    keys = [f"presence:u{i}" for i in range(50)] + ["presence:nobody"]
+    got = await other.presence_get_many(keys)
+    assert got["presence:nobody"] == {}
+    for i in range(50):
+        assert got[f"presence:u{i}"] == {f"n1:c{j}": b"online" for j in range(i, 300, 50)}
+    await broker.presence_remove_many([(f"presence:u{i % 50}", f"n1:c{i}") for i in range(50)])
+    assert await other.presence_get("presence:u0") == {
+        f"n1:c{j}": b"online" for j in range(50, 300, 50)
+    }
+    await broker.presence_set_many([("presence:brief", "n1:x", b"busy")], ttl_s=0.2)
+    assert await other.presence_get_many(["presence:brief"]) == {
+        "presence:brief": {"n1:x": b"busy"}
+    }
+    cluster.advance(0.25)
+
+    async def aged_out() -> bool:
+        return await other.presence_get_many(["presence:brief"]) == {"presence:brief": {}}
+
+    await eventually(aged_out)
+
+
+async def test_get_values_reads_many_keys_at_once(broker: Broker, cluster: Cluster) -> None:
+    other = await cluster.node()
+    await broker.set_value("v.a", b"1")
+    await broker.set_value("v.b", b"2", ttl_s=5.0)
+    assert await other.get_values(["v.a", "v.b", "v.c"]) == {"v.a": b"1", "v.b": b"2", "v.c": None}
+    assert await other.get_values([]) == {}
+    await broker.set_values([("v.c", b"3"), ("v.a", b"4")], ttl_s=30.0)
+    assert await other.get_values(["v.a", "v.c"]) == {"v.a": b"4", "v.c": b"3"}
