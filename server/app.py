@@ -14,26 +14,38 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from server.accounts.module import Accounts, build_accounts
 from server.asgi import HubASGI
-from server.audit.source import client_address
 from server.audit.trail import AuditTrail
 from server.auth import Authenticator
 from server.broker import create_broker
 from server.broker.base import Broker
-from server.chat.wiring import Realtime, build_realtime
+from server.capability import Capabilities, Capability, Node
+from server.channels import ChannelService
+from server.chat.service import Chat
 from server.config import Settings, ensure_secrets
+from server.facts import AccountsFacts
 from server.hub import Hub
 from server.metrics import CONTENT_TYPE_LATEST, Metrics
+from server.presence.service import Presence
 from server.router import Router
+from server.security.at_rest import settings_keyring
 from server.store.db import Database
 from server.store.migrate import upgrade_to_head_async
+from server.supervise import Supervisor
 
 log = logging.getLogger(__name__)
+
+#: The real-time capabilities of a node, in start order. Adding one is a new
+#: package under server/ and one line here.
+CAPABILITIES: list[type[Capability]] = [
+    Presence,
+    Chat,
+]
 
 
 @dataclass
@@ -48,43 +60,63 @@ class Components:
     router: Router
     hub: Hub
     accounts: Accounts
-    realtime: Realtime | None = None
+    supervisor: Supervisor
+    channels: ChannelService
+    capabilities: Capabilities
 
 
 def build_components(
-    settings: Settings, *, authenticator: Authenticator | None = None
+    settings: Settings,
+    *,
+    authenticator: Authenticator | None = None,
+    capabilities: list[type[Capability]] | None = None,
 ) -> Components:
     """Build (without starting) every component from ``settings``.
 
     ``authenticator`` defaults to the accounts sidecar's (sessions, tickets,
-    cookies); tests may pass another.
+    cookies); tests may pass another. ``capabilities`` defaults to
+    :data:`CAPABILITIES`. Raises ``CryptoError`` for a malformed key and
+    :class:`server.capability.CapabilityError` for a capability that does not
+    route what it declares.
     """
     settings = ensure_secrets(settings)
     database = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
     broker = create_broker(settings)
     audit = AuditTrail.from_settings(settings, database)
     metrics = Metrics()
+    supervisor = Supervisor(metrics.registry)
+    channels = ChannelService(broker, supervisor, metrics.registry)
     router = Router()
     accounts = build_accounts(settings, database, broker, audit)
-    proxies = tuple(settings.trusted_proxies)
-
-    def peer_address(conn: HTTPConnection) -> str | None:
-        peer = conn.client.host if conn.client else None
-        forwarded = ",".join(conn.headers.getlist("x-forwarded-for")) or None
-        return client_address(peer, forwarded, proxies)
-
-    realtime = build_realtime(settings, database, broker, audit, router)
+    node = Node(
+        settings=settings,
+        node_id=settings.effective_node_id,
+        database=database,
+        broker=broker,
+        channels=channels,
+        facts=AccountsFacts(database),
+        audit=audit,
+        keys=settings_keyring(settings),
+        registry=metrics.registry,
+        supervisor=supervisor,
+    )
+    caps = Capabilities(CAPABILITIES if capabilities is None else capabilities, node, router)
     hub = Hub(
         settings,
         authenticator=authenticator or accounts.authenticator,
         router=router,
         metrics=metrics,
         audit=audit,
-        client_address=peer_address,
+        channels=channels,
+        supervisor=supervisor,
+        client_address=accounts.client_address,  # warns once of an untrusted proxy
         session_keeper=None if authenticator else accounts.session_keeper,
     )
-    realtime.attach(hub)
-    return Components(settings, database, broker, audit, metrics, router, hub, accounts, realtime)
+    hub.add_listener(caps)
+    return Components(
+        settings, database, broker, audit, metrics, router, hub, accounts, supervisor, channels,
+        caps,
+    )  # fmt: skip
 
 
 def build_app(
@@ -94,6 +126,7 @@ def build_app(
     migrate: bool = True,
     on_ready: Callable[[Components], None] | None = None,
     only: str | None = None,
+    capabilities: list[type[Capability]] | None = None,
 ) -> HubASGI:
     """The ASGI app of one hub process.
 
@@ -103,7 +136,7 @@ def build_app(
     is started (tests use it to reach the components). ``only="accounts"``
     serves the accounts sidecar without the WebSocket endpoint.
     """
-    c = build_components(settings, authenticator=authenticator)
+    c = build_components(settings, authenticator=authenticator, capabilities=capabilities)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -114,10 +147,10 @@ def build_app(
         await c.database.connect()
         await c.broker.start()
         await c.audit.start()
+        await c.channels.start()
         await c.hub.start()
         await c.accounts.start(c.hub)
-        if c.realtime is not None:
-            await c.realtime.start()
+        await c.capabilities.start()
         if on_ready is not None:
             on_ready(c)
         log.info("hub ready", extra={"node": c.hub.node_id})
@@ -125,10 +158,11 @@ def build_app(
             yield
         finally:
             await c.hub.shutdown()
-            if c.realtime is not None:
-                await c.realtime.close()
+            await c.capabilities.close()
+            await c.channels.close()
             await c.accounts.close()
             await c.audit.close()
+            await c.supervisor.close()
             await c.broker.close()
             await c.database.close()
 
@@ -141,6 +175,8 @@ def build_app(
             "broker": await c.broker.ping(),
             "audit": not c.audit.saturated,
             "accepting": c.hub.accepting,
+            **{f"task.{name}": ok for name, ok in c.supervisor.health().items()},
+            **c.capabilities.health(),
         }
         return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
 

@@ -70,6 +70,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     # -- WebSocket limits ----------------------------------------------------
     ws_handshake_timeout_s: float = 5.0
+    ws_auth_timeout_s: float = 30.0
+    ws_auth_concurrency: int = 64
+    ws_auth_queue_max: int = 4096
     ws_heartbeat_interval_s: float = 25.0
     ws_idle_timeout_s: float = 60.0
     ws_close_timeout_s: float = 10.0
@@ -79,11 +82,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ws_send_queue_max_bytes: int = 4194304
     ws_rate_per_s: float = 50.0
     ws_rate_burst: int = 200
+    ws_stream_rate_per_s: float = 200.0
+    ws_stream_rate_burst: int = 400
     ws_abuse_max_errors: int = 100
     ws_abuse_window_s: float = 10.0
     ws_max_pipelined_requests: int = 32
     ws_max_connections: int = 20000
     ws_max_connections_per_user: int = 10
+    max_connections_per_address: int = 256
+    http_head_timeout_s: float = 10.0
     shutdown_grace_s: float = 5.0
     shutdown_retry_after_s: float = 2.0
 
@@ -114,8 +121,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     invitation_ttl_s: float = 604800.0
     lockout_threshold: int = 5
     lockout_schedule_s: list[int] = msgspec.field(default_factory=lambda: [60, 300, 900, 3600])
+    lockout_account_threshold: int = 20
     lockout_max_failures_per_hour: int = 100
     lockout_ip_max_failures_per_hour: int = 300
+    lockout_ip_max_delay_s: int = 60
     totp_key_id: str = "t1"
     at_rest_key_id: str = "r1"
     at_rest_index_key_id: str = "r1"
@@ -157,12 +166,19 @@ FIELD_DOCS: dict[str, str] = {
     "log_level": "debug | info | warning | error",
     "log_json": "structured JSON log lines (true) or plain text (false)",
     "trusted_proxies": "addresses whose X-Forwarded-For is believed (list of IPs)",
-    "allowed_origins": "WebSocket/browser Origin allow-list (list of origins); others get 403",
+    "allowed_origins": "WebSocket/browser Origin allow-list (list of origins); others get 403; "
+    "left at its default, medhub serve allows the origins of the address it serves "
+    "(http://127.0.0.1:PORT, http://localhost:PORT, http://HOST:PORT)",
     "database_url": "SQLAlchemy async URL (default: SQLite in data_dir)",
     "db_pool_size": "database connections per process (connections)",
     "broker": "memory | redis",
     "redis_url": "Redis URL when broker = redis",
-    "ws_handshake_timeout_s": "seconds a new socket has to send a valid hello; then close 4001",
+    "ws_handshake_timeout_s": "seconds a new socket has to send its hello; then close 4001",
+    "ws_auth_timeout_s": "seconds the server may take to check a hello's credentials "
+    "(queueing included); then close 1013 (try again later)",
+    "ws_auth_concurrency": "credential checks run at once (checks)",
+    "ws_auth_queue_max": "credential checks waiting for a slot; past it a hello is answered "
+    "unavailable with retry_after_s and the socket closed 1013",
     "ws_heartbeat_interval_s": "seconds between server pings on a quiet socket",
     "ws_idle_timeout_s": "seconds without any inbound frame before close 4008",
     "ws_close_timeout_s": "seconds a closing socket may take to accept its close frame "
@@ -173,12 +189,20 @@ FIELD_DOCS: dict[str, str] = {
     "ws_send_queue_max_bytes": "bytes queued to one socket; past it, slow-consumer policy",
     "ws_rate_per_s": "inbound frames per second per socket (token bucket refill)",
     "ws_rate_burst": "inbound frames allowed in a burst per socket (bucket size)",
+    "ws_stream_rate_per_s": "binary stream frames per second per socket (a budget of their "
+    "own, apart from messages); past it rate_limited",
+    "ws_stream_rate_burst": "binary stream frames allowed in a burst per socket (bucket size)",
     "ws_abuse_max_errors": "errors a socket may cause within ws_abuse_window_s; then close 4029",
     "ws_abuse_window_s": "seconds over which ws_abuse_max_errors is counted",
     "ws_max_pipelined_requests": "replies one socket may await (e.g. chat.send commits); "
     "past it the socket is not read until the oldest is answered",
-    "ws_max_connections": "sockets per process; past it new sockets get close 1013",
+    "ws_max_connections": "sockets per process; past it new sockets get close 1013; lowered "
+    "at start (with a warning) to fit the file-descriptor limit (server/limits.py)",
     "ws_max_connections_per_user": "sockets per user per process; past it close 4030",
+    "max_connections_per_address": "open TCP connections (HTTP and WebSocket) from one source "
+    "address; past it new ones are closed at accept; trusted_proxies are exempt",
+    "http_head_timeout_s": "seconds a connection has to send a complete request head (request "
+    "line and headers); then it is closed (408 if part of a head arrived)",
     "shutdown_grace_s": "seconds to flush send queues on SIGTERM before closing",
     "shutdown_retry_after_s": "seconds clients are told to wait before reconnecting",
     "audit_queue_max": "audit entries waiting for the writer; past it record() still "
@@ -204,10 +228,16 @@ FIELD_DOCS: dict[str, str] = {
     "reauth_window_s": "seconds a re-authentication allows sensitive changes",
     "ws_ticket_ttl_s": "seconds a single-use WebSocket ticket stays valid",
     "invitation_ttl_s": "seconds an invitation link stays valid",
-    "lockout_threshold": "consecutive failures per account before each temporary lock",
+    "lockout_threshold": "consecutive failures from one address on one account before each "
+    "temporary lock of that pair (the same account from elsewhere is not locked)",
+    "lockout_account_threshold": "consecutive failures on one account, from every address, "
+    "before each temporary lock of the account",
     "lockout_schedule_s": "lock durations in seconds, growing per lock (list); last repeats",
     "lockout_max_failures_per_hour": "failures per account per hour; past it, locked",
-    "lockout_ip_max_failures_per_hour": "failures per source address per hour; past it, locked",
+    "lockout_ip_max_failures_per_hour": "failures per source address per hour before its "
+    "attempts are spaced out (one per 1 s, doubling per further failure); never a lock",
+    "lockout_ip_max_delay_s": "longest spacing (seconds) between two attempts from an address "
+    "past lockout_ip_max_failures_per_hour",
     "totp_key_id": "key id of secret_totp_key (stored beside each encrypted TOTP secret)",
     "at_rest_key_id": "key id of secret_at_rest_key (stored beside each encrypted value)",
     "at_rest_index_key_id": "id of the at-rest key (current or retired) the email blind index "
@@ -272,6 +302,7 @@ def load_settings(
 
 def _check_ranges(s: Settings) -> None:
     positive = [name for name in FIELD_DOCS if name.startswith(("ws_", "audit_", "shutdown_"))]
+    positive += ["max_connections_per_address", "http_head_timeout_s"]
     for name in positive:
         value = getattr(s, name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:

@@ -2,7 +2,13 @@
 
 One :class:`Connection` per accepted WebSocket. Its :meth:`Connection.run`
 loop reads frames, feeds the session, and dispatches what the session
-delivers; requests from one socket are handled one at a time, in order.
+delivers: requests, one-way messages and binary stream frames go to their
+capability handlers through the :class:`~server.router.Router`, one at a time,
+in arrival order. What no capability routes is answered ``unknown_type``.
+
+The connection knows nothing of the hub: what it needs (metrics, the router,
+the credential check, limits) comes from a :class:`ConnectionHost`, and the
+capabilities see it only as a :class:`~server.peer.Peer`.
 
 Sending never waits: :meth:`Connection.send` encodes and puts the frame in the
 bounded :class:`~server.sendqueue.SendQueue`, and one flush per loop step
@@ -21,7 +27,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -30,23 +37,55 @@ from protocol.errors import CloseCode, ErrorCode
 from protocol.messages import (
     Error,
     Hello,
+    OneWay,
     Request,
     RequestId,
     Result,
     ServerHeartbeat,
     ServerMessage,
 )
-from protocol.session import SEND_HEARTBEAT, Close, Deliver, Reject, Session
+from protocol.session import SEND_HEARTBEAT, Close, Deliver, DeliverStream, Reject, Session
 from server.auth import Principal
 from server.logs import context_id
-from server.router import Deferred, HandlerError, RequestContext
-from server.sendqueue import Delivery, PutResult, SendQueue
-from server.transport import RAW_EXTENSION, RawSocket
-
-if TYPE_CHECKING:
-    from server.hub import Hub
+from server.metrics import Metrics
+from server.router import Deferred, HandlerError, RequestContext, Router, StreamContext
+from server.sendqueue import Delivery, PutResult, SendQueue, WireBatch
+from server.transport import RAW_EXTENSION, RawSocket, WireCache
 
 log = logging.getLogger(__name__)
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the node that accepted it (the hub)."""
+
+    @property
+    def metrics(self) -> Metrics:
+        """Counters of frames, errors, drops and closes."""
+        ...
+
+    @property
+    def router(self) -> Router:
+        """Where requests, one-way messages and stream frames are routed."""
+        ...
+
+    @property
+    def wire_cache(self) -> WireCache:
+        """Serialised frames shared by every socket of the node."""
+        ...
+
+    @property
+    def close_timeout_s(self) -> float:
+        """Seconds a closing socket may take to accept its close frame."""
+        ...
+
+    @property
+    def max_pipelined(self) -> int:
+        """Replies one socket may await before it is no longer read."""
+        ...
+
+    def authenticate(self, conn: Connection, hello: Hello) -> Awaitable[None]:
+        """Check ``hello``'s credentials: welcome the socket or close it."""
+        ...
 
 
 class Connection:
@@ -67,7 +106,7 @@ class Connection:
         "client_address",
         "codec",
         "conn_id",
-        "hub",
+        "host",
         "principal",
         "queue",
         "session",
@@ -76,7 +115,7 @@ class Connection:
 
     def __init__(
         self,
-        hub: Hub,
+        host: ConnectionHost,
         ws: WebSocket,
         codec: Codec,
         session: Session,
@@ -84,7 +123,7 @@ class Connection:
         conn_id: str,
         client_address: str | None,
     ) -> None:
-        self.hub = hub
+        self.host = host
         self.ws = ws
         self.codec = codec
         self.session = session
@@ -132,7 +171,7 @@ class Connection:
         if self._closing is not None:
             return False
         result = self.queue.put(frame, delivery, key)
-        metrics = self.hub.metrics
+        metrics = self.host.metrics
         if result is PutResult.OVERFLOW:
             metrics.queue_drops.labels(delivery.value).inc()
             log.warning("slow consumer: closing", extra={"conn": self.conn_id})
@@ -144,6 +183,40 @@ class Connection:
         if result is PutResult.COALESCED:
             metrics.queue_drops.labels(delivery.value).inc()
         metrics.count_out(label)
+        if self._writer is None and not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    def send_batch(self, batch: WireBatch) -> bool:
+        """Send frames framed once for every recipient (fan-out); RELIABLE.
+
+        When nothing is queued and the socket can take data, the batch is
+        written at once (one transport write, no task, no callback), as
+        ``websockets.broadcast`` does; otherwise it is queued behind what is
+        there, as one item. Returns False when the socket is closing or the
+        batch overflowed the queue (which closes the socket 4009).
+        """
+        if self._closing is not None:
+            return False
+        raw = self._raw
+        if (
+            raw is not None
+            and self._writer is None
+            and not self._flush_pending
+            and not len(self.queue)
+            and raw.writable()
+        ):
+            raw.write_batch(batch)
+            self.session.sent(time.monotonic())
+            self.host.metrics.count_out(batch.label, batch.count)
+            return True
+        if self.queue.put_batch(batch) is PutResult.OVERFLOW:
+            self.host.metrics.queue_drops.labels(Delivery.RELIABLE.value).inc()
+            log.warning("slow consumer: closing", extra={"conn": self.conn_id})
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
+            return False
+        self.host.metrics.count_out(batch.label, batch.count)
         if self._writer is None and not self._flush_pending:
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -161,7 +234,7 @@ class Connection:
             return  # the writer task owns the socket until it catches up
         queue, raw = self.queue, self._raw
         if len(queue) and raw is not None and raw.writable():
-            raw.write(queue.pop_all(), self.hub.wire_cache)
+            raw.write(queue.pop_all(), self.host.wire_cache)
             self.session.sent(time.monotonic())
             if self._low_water is not None:
                 self._low_water.set()
@@ -174,13 +247,13 @@ class Connection:
     async def _write(self) -> None:
         """Send through ASGI, which waits until the peer reads, then hand back."""
         ws, queue, session, raw = self.ws, self.queue, self.session, self._raw
-        binary = self.codec.binary
         try:
-            while (frame := queue.pop()) is not None:
-                if binary:
-                    await ws.send_bytes(frame)  # type: ignore[arg-type]
-                else:
-                    await ws.send_text(frame)  # type: ignore[arg-type]
+            while (item := queue.pop()) is not None:
+                for frame in item.frames if isinstance(item, WireBatch) else (item,):
+                    if isinstance(frame, str):
+                        await ws.send_text(frame)
+                    else:
+                        await ws.send_bytes(frame)
                 session.sent(time.monotonic())
                 if self._low_water is not None and len(queue) * 4 <= queue.max_messages:
                     self._low_water.set()
@@ -211,7 +284,7 @@ class Connection:
             self._close_after_flush = False  # escalate: stop waiting for the queue
         else:
             self._closing_since = time.monotonic()
-            self.hub.metrics.closes.labels(str(code)).inc()
+            self.host.metrics.closes.labels(str(code)).inc()
         self._closing = (code, reason)
         if flush:
             self._close_after_flush = True
@@ -229,9 +302,7 @@ class Connection:
         if self.ws.application_state is WebSocketState.DISCONNECTED:
             return
         try:
-            await asyncio.wait_for(
-                self.ws.close(code, reason), self.hub.settings.ws_close_timeout_s
-            )
+            await asyncio.wait_for(self.ws.close(code, reason), self.host.close_timeout_s)
         except TimeoutError:
             if self._reader is not None:
                 self._reader.cancel()  # run() returns; the server drops the socket
@@ -255,9 +326,11 @@ class Connection:
                 raise
         finally:
             self._reader = None
+            if self._closing is None:  # the peer went away: nothing may be queued any more
+                self._closing = (CloseCode.GOING_AWAY, "peer gone")
 
     async def _read(self) -> None:
-        ws, session, metrics = self.ws, self.session, self.hub.metrics
+        ws, session, metrics = self.ws, self.session, self.host.metrics
         binary = self.codec.binary
         while True:
             event = await ws.receive()
@@ -265,8 +338,8 @@ class Connection:
                 return
             frame: Frame | None = event.get("bytes") if binary else event.get("text")
             if frame is None:
-                # The other frame kind: binary on the JSON subprotocol carries EEG
-                # samples (later issue); text on msgpack is a client error.
+                # The other frame kind: binary on the JSON subprotocol carries stream
+                # frames (protocol/streams.py); text on msgpack is a client error.
                 frame = event.get("text") if binary else event.get("bytes")
             if self._closing is not None:
                 continue
@@ -277,9 +350,14 @@ class Connection:
                 message = outcome.message
                 metrics.count_in(str(type(message).__struct_config__.tag))
                 if isinstance(message, Hello):
-                    await self.hub.authenticate(self, message)
+                    await self.host.authenticate(self, message)
                 elif isinstance(message, Request):
                     await self._dispatch(message)
+                elif isinstance(message, OneWay):
+                    await self._oneway(message)
+            elif isinstance(outcome, DeliverStream):
+                metrics.count_in(outcome.kind.ref)
+                await self._stream(outcome)
             elif isinstance(outcome, Reject):
                 metrics.count_error(outcome.error.code)
                 self.send(outcome.error)
@@ -305,11 +383,45 @@ class Connection:
             self._low_water.clear()
             await self._low_water.wait()
 
+    async def _oneway(self, message: OneWay) -> None:
+        """Hand a one-way message to its handler; errors carry ``ref`` = its type."""
+        self.active = True
+        ref = str(type(message).__struct_config__.tag)
+        handler = self.host.router.oneway_for(type(message))
+        if handler is None or self.principal is None:
+            self.send(
+                self._error(None, ErrorCode.UNKNOWN_TYPE, "no handler for this type", ref=ref)
+            )
+            return
+        await self._run_stream_handler(handler(StreamContext(self, self.principal), message), ref)
+
+    async def _stream(self, outcome: DeliverStream) -> None:
+        """Hand a stream frame to its handler; errors carry ``ref`` = ``stream:<kind>``."""
+        ref = outcome.kind.ref
+        handler = self.host.router.stream_for(outcome.kind.code)
+        if handler is None or self.principal is None:
+            self.send(
+                self._error(None, ErrorCode.UNKNOWN_TYPE, "no handler for this stream", ref=ref)
+            )
+            return
+        await self._run_stream_handler(
+            handler(StreamContext(self, self.principal), outcome.payload), ref
+        )
+
+    async def _run_stream_handler(self, call: Awaitable[None], ref: str) -> None:
+        try:
+            await call
+        except HandlerError as exc:
+            self.send(self._error(None, exc.code, exc.message, exc.retry_after_s, ref=ref))
+        except Exception:
+            log.exception("handler failed", extra={"conn": self.conn_id, "type": ref})
+            self.send(self._error(None, ErrorCode.INTERNAL, "internal error", ref=ref))
+
     async def _dispatch(self, message: Request) -> None:
         self.active = True
         label = str(type(message).__struct_config__.tag)
         started = time.perf_counter()
-        handler = self.hub.router.handler_for(type(message))
+        handler = self.host.router.handler_for(type(message))
         principal = self.principal
         reply: ServerMessage | Deferred
         if handler is None or principal is None:
@@ -328,7 +440,7 @@ class Connection:
             await self._pipeline(message.id, label, started, reply)
             return
         self.send(reply)
-        self.hub.metrics.observe_request(label, time.perf_counter() - started)
+        self.host.metrics.observe_request(label, time.perf_counter() - started)
 
     async def _pipeline(
         self, rid: RequestId, label: str, started: float, reply: ServerMessage | Deferred
@@ -339,14 +451,14 @@ class Connection:
         self._pending.append((rid, label, started, reply))
         if self._replier is None:
             self._replier = asyncio.get_running_loop().create_task(self._replies())
-        limit = self.hub.settings.ws_max_pipelined_requests
+        limit = self.host.max_pipelined
         while self._pending and len(self._pending) >= limit and self._replier is not None:
             await asyncio.wait({self._replier}, timeout=None, return_when="FIRST_COMPLETED")
 
     async def _replies(self) -> None:
         """Send the pipelined replies in request order as their work completes."""
         pending = self._pending
-        metrics = self.hub.metrics
+        metrics = self.host.metrics
         try:
             while pending:
                 rid, label, started, item = pending[0]
@@ -370,9 +482,13 @@ class Connection:
         code: ErrorCode,
         message: str,
         retry_after_s: float | None = None,
+        *,
+        ref: str | None = None,
     ) -> Error:
-        self.hub.metrics.count_error(code.value)
-        return Error(code=code.value, message=message, id=request_id, retry_after_s=retry_after_s)
+        self.host.metrics.count_error(code.value)
+        return Error(
+            code=code.value, message=message, id=request_id, retry_after_s=retry_after_s, ref=ref
+        )
 
     def reply_error(
         self,
@@ -388,7 +504,7 @@ class Connection:
         """Called by the hub's ticker: enforce deadlines, send heartbeats."""
         if self._closing is not None:
             reader = self._reader
-            overdue = now - self._closing_since >= self.hub.settings.ws_close_timeout_s
+            overdue = now - self._closing_since >= self.host.close_timeout_s
             if overdue and reader is not None:
                 self._reader = None
                 reader.cancel()  # run() returns and the server drops the connection

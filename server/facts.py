@@ -1,4 +1,4 @@
-"""The one place where presence and chat read accounts facts (``server/accounts`` tables).
+"""The one place where the capabilities read accounts facts (``server/accounts`` tables).
 
 Who a user is (organisation, role, status), their live delegations, the care
 relationships around them (``follows``, ``consultation`` with its id), and the

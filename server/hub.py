@@ -4,7 +4,19 @@ Upgrade checks happen before the socket is accepted (refused with HTTP 403):
 a supported subprotocol must be offered, and an ``Origin`` header, when sent,
 must be in the allow-list (browsers always send it; API clients may not, and
 then cannot use cookie authentication). After accept, the socket has
-``ws_handshake_timeout_s`` to send a ``hello`` that the authenticator accepts.
+``ws_handshake_timeout_s`` to send its ``hello``.
+
+Credential checks are bounded apart from that deadline: at most
+``ws_auth_concurrency`` run at once and at most ``ws_auth_queue_max`` wait;
+past that the hello is answered ``unavailable`` with ``retry_after_s`` and the
+socket is closed 1013, so an overloaded node sheds logins quickly instead of
+timing out everyone. A check still unfinished after ``ws_auth_timeout_s``
+closes the socket 1013 too (server/session.py ``auth_timeout_s``).
+
+A welcomed socket is attached to its user's inbox channel (the node channel
+service) before ``welcome`` is sent, then the capabilities are told
+(``connection_opened``); when it closes they are told again and every channel
+attachment is dropped.
 
 One ticker task per hub walks the sockets about four times per shortest
 deadline (at most once a second) to send heartbeats and enforce the
@@ -20,7 +32,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from starlette.websockets import WebSocket
@@ -28,41 +40,66 @@ from starlette.websockets import WebSocket
 from protocol.codec import CODECS
 from protocol.errors import CloseCode, ErrorCode
 from protocol.messages import GoingAway, Hello, Identity, Limits, Ping, Welcome
-from protocol.session import Session, SessionLimits
-from server.audit.events import Action, AuditEvent, Result
+from protocol.session import Session, SessionLimits, State
+from server.audit.events import Action, AuditEvent, AuditRecorder, Result
 from server.auth import Authenticator, AuthError, HandshakeInfo
+from server.broker.base import BrokerError
+from server.channels import ChannelService
 from server.config import Settings
 from server.connection import Connection
 from server.metrics import Metrics
+from server.peer import Peer
 from server.router import RequestContext, Router
 from server.sendqueue import SendQueue
 from server.session_watch import SessionKeeper, SessionWatch, keeper_interval
+from server.supervise import Supervisor
 from server.transport import WireCache
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
+#: Seconds an overloaded node tells a refused login to wait before retrying.
+AUTH_RETRY_AFTER_S = 1.0
 
 
 class ConnectionListener(Protocol):
-    """A capability told when an authenticated socket opens and when it closes.
+    """Told when an authenticated socket opens and when it closes (the capabilities).
 
     Both calls run synchronously on the event loop and must not block; an
-    exception is logged and does not affect the socket or other listeners.
+    exception is logged by the listener and does not affect the socket.
     """
 
-    def connection_opened(self, conn: Connection) -> None:
-        """``conn`` was welcomed (``conn.principal`` is set)."""
+    def connection_opened(self, peer: Peer) -> None:
+        """``peer`` was welcomed (``peer.principal`` is set)."""
 
-    def connection_closed(self, conn: Connection) -> None:
-        """``conn`` is gone; forget it."""
+    def connection_closed(self, peer: Peer) -> None:
+        """``peer`` is gone; forget it."""
 
 
-class AuditRecorder(Protocol):
-    """What the hub needs of the audit trail: a non-blocking ``record``."""
+class AuthGate:
+    """Bounds credential checks: ``concurrency`` at once, ``queue_max`` waiting."""
 
-    def record(self, event: AuditEvent) -> None:
-        """Queue ``event`` for the audit writer; must not block."""
+    def __init__(self, concurrency: int, queue_max: int) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queue_max = queue_max
+        self.waiting = 0
+
+    def full(self) -> bool:
+        """True when a new check would exceed the queue bound (refuse it)."""
+        return self._slots.locked() and self.waiting >= self._queue_max
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a slot (the caller checked :meth:`full`)."""
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
 
 
 class Hub:
@@ -76,19 +113,25 @@ class Hub:
         router: Router,
         metrics: Metrics,
         audit: AuditRecorder,
+        channels: ChannelService,
+        supervisor: Supervisor,
         client_address: Callable[[WebSocket], str | None],
         session_keeper: SessionKeeper | None = None,
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
-        self.router = router
-        self.metrics = metrics
+        self._router = router
+        self._metrics = metrics
         self.audit = audit
+        self.channels = channels
+        self.supervisor = supervisor
+        self._auth_gate = AuthGate(settings.ws_auth_concurrency, settings.ws_auth_queue_max)
         self.node_id = settings.effective_node_id
         self._client_address = client_address
         self._allowed_origins = frozenset(settings.allowed_origins)
         self.limits = SessionLimits(
             handshake_timeout_s=settings.ws_handshake_timeout_s,
+            auth_timeout_s=settings.ws_auth_timeout_s,
             heartbeat_interval_s=settings.ws_heartbeat_interval_s,
             idle_timeout_s=settings.ws_idle_timeout_s,
             max_frame_bytes=settings.ws_max_frame_bytes,
@@ -96,26 +139,56 @@ class Hub:
             rate_burst=settings.ws_rate_burst,
             abuse_max_errors=settings.ws_abuse_max_errors,
             abuse_window_s=settings.ws_abuse_window_s,
+            stream_rate_per_s=settings.ws_stream_rate_per_s,
+            stream_rate_burst=settings.ws_stream_rate_burst,
         )
         self._announced = Limits(
             max_frame_bytes=settings.ws_max_frame_bytes,
             rate_per_s=settings.ws_rate_per_s,
             rate_burst=settings.ws_rate_burst,
             send_queue_max_messages=settings.ws_send_queue_max_messages,
+            stream_rate_per_s=settings.ws_stream_rate_per_s,
+            stream_rate_burst=settings.ws_stream_rate_burst,
         )
         self.connections: set[Connection] = set()
         self.by_user: dict[str, set[Connection]] = {}
         self.accepting = True
         self._shut_down = False
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticking = False
         self._all_gone = asyncio.Event()
         self._all_gone.set()
         self._listeners: list[ConnectionListener] = []
-        self.wire_cache = WireCache()
+        self._wire_cache = WireCache()
         self.session_watch = SessionWatch(
             session_keeper, keeper_interval(settings.session_idle_timeout_s)
         )
         router.add(Ping, self._on_ping)
+
+    # -- what a connection needs (server.connection.ConnectionHost) ---------------------
+    @property
+    def metrics(self) -> Metrics:
+        """The node's metrics."""
+        return self._metrics
+
+    @property
+    def router(self) -> Router:
+        """The node's router."""
+        return self._router
+
+    @property
+    def wire_cache(self) -> WireCache:
+        """Serialised frames shared by every socket."""
+        return self._wire_cache
+
+    @property
+    def close_timeout_s(self) -> float:
+        """``ws_close_timeout_s``."""
+        return self.settings.ws_close_timeout_s
+
+    @property
+    def max_pipelined(self) -> int:
+        """``ws_max_pipelined_requests``."""
+        return self.settings.ws_max_pipelined_requests
 
     def add_listener(self, listener: ConnectionListener) -> None:
         """Tell ``listener`` about every socket that opens or closes from now on."""
@@ -131,6 +204,11 @@ class Hub:
             except Exception:
                 log.exception("connection listener failed", extra={"conn": conn.conn_id})
 
+    @property
+    def ticking(self) -> bool:
+        """True while the ticker runs (heartbeats, deadlines, session ends)."""
+        return self._ticking and self.supervisor.health().get("hub-ticker", False)
+
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         """Start the ticker. Call once, from the app's lifespan."""
@@ -141,9 +219,12 @@ class Hub:
             s.ws_idle_timeout_s,
             self.session_watch.interval_s,
         )
-        self._ticker = asyncio.get_running_loop().create_task(self._tick(min(1.0, shortest / 4)))
+        interval = min(1.0, shortest / 4)
+        self._ticking = True
+        self.supervisor.loop("hub-ticker", lambda: self._tick(interval))
 
     async def _tick(self, interval: float) -> None:
+        """Supervised: a failure is logged, counted and the ticker restarts."""
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -175,11 +256,8 @@ class Hub:
                 await asyncio.wait_for(self._all_gone.wait(), grace)
         for conn in list(self.connections):  # still there after the grace: cut off
             conn.close(CloseCode.SERVICE_RESTART, "going away")
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        self._ticking = False
+        await self.supervisor.stop("hub-ticker")
         await self.session_watch.close()
 
     # -- the endpoint ----------------------------------------------------------------------
@@ -232,17 +310,21 @@ class Hub:
         self.connections.discard(conn)
         if not self.connections:
             self._all_gone.set()
+        welcomed = conn.session.state is State.OPEN
         conn.session.closed()
         conn.queue.clear()
         principal = conn.principal
         if principal is None:
             return
-        self.metrics.connections.dec()
         peers = self.by_user.get(principal.user_id)
         if peers is not None:
             peers.discard(conn)
             if not peers:
                 del self.by_user[principal.user_id]
+        self.channels.close_peer(conn)
+        if not welcomed:
+            return  # closed before its welcome: nobody was told it opened
+        self.metrics.connections.dec()
         self._notify(conn, opened=False)
         self._audit(conn, Action.WS_DISCONNECT, Result.OK)
 
@@ -253,14 +335,35 @@ class Hub:
             client_address=conn.client_address,
             cookies=conn.ws.cookies,
         )
+        gate = self._auth_gate
+        if gate.full():
+            self.metrics.handshake_failures.labels("overloaded").inc()
+            conn.reply_error(
+                hello.id, ErrorCode.UNAVAILABLE, "too many logins at once", AUTH_RETRY_AFTER_S
+            )
+            conn.close(CloseCode.TRY_AGAIN_LATER, "overloaded", flush=True)
+            return
         try:
-            principal = await self.authenticator.authenticate(hello.auth, info)
+            async with gate.slot():
+                if conn.closing:
+                    return  # the auth deadline passed while it waited
+                principal = await self.authenticator.authenticate(hello.auth, info)
         except AuthError as exc:
             self.metrics.handshake_failures.labels(exc.code.value).inc()
             log.info("handshake refused", extra={"conn": conn.conn_id, "reason": exc.reason})
             self._audit(conn, Action.WS_CONNECT, Result.DENIED, reason=exc.code.value)
             conn.reply_error(hello.id, exc.code, "authentication failed")
             conn.close(CloseCode.AUTH_FAILED, exc.code.value, flush=True)
+            return
+        except Exception as exc:  # the store or broker failed: the client may retry
+            self.metrics.handshake_failures.labels("unavailable").inc()
+            log.warning(
+                "credential check failed", extra={"conn": conn.conn_id, "error": type(exc).__name__}
+            )
+            conn.reply_error(
+                hello.id, ErrorCode.UNAVAILABLE, "try again shortly", AUTH_RETRY_AFTER_S
+            )
+            conn.close(CloseCode.TRY_AGAIN_LATER, "unavailable", flush=True)
             return
         peers = self.by_user.setdefault(principal.user_id, set())
         if len(peers) >= self.settings.ws_max_connections_per_user:
@@ -273,7 +376,18 @@ class Hub:
             conn.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections", flush=True)
             return
         conn.principal = principal
-        peers.add(conn)
+        peers.add(conn)  # counts against the per-user cap from now on
+        try:
+            await self.channels.open_peer(conn)
+        except BrokerError:
+            self.metrics.handshake_failures.labels("broker").inc()
+            conn.reply_error(
+                hello.id, ErrorCode.UNAVAILABLE, "broker unavailable", AUTH_RETRY_AFTER_S
+            )
+            conn.close(CloseCode.TRY_AGAIN_LATER, "broker unavailable", flush=True)
+            return  # the socket's end (_forget) removes it from by_user
+        if _closing(conn):  # a property changed by the await (mypy narrowed it)
+            return  # closed while its inbox was subscribed: _forget cleans up
         conn.session.open()
         self.metrics.connections.inc()
         s = self.settings
@@ -333,3 +447,7 @@ class Hub:
                 request_id=conn.conn_id,
             )
         )
+
+
+def _closing(conn: Connection) -> bool:
+    return conn.closing

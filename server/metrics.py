@@ -64,6 +64,12 @@ class Metrics:
         self.closes = Counter(
             "medhub_ws_closes", "Sockets closed, by close code", ["code"], registry=r
         )
+        self.transport_closes = Counter(
+            "medhub_transport_closes",
+            "Connections refused or closed below the hub (server/limits.py), by reason",
+            ["reason"],
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "medhub_ws_request_seconds",
             "Time from a request's arrival to its reply being queued, by type",
@@ -86,9 +92,9 @@ class Metrics:
         """One frame of message type ``kind`` received."""
         self._in.tally[kind] += 1
 
-    def count_out(self, kind: str) -> None:
-        """One frame of message type ``kind`` queued for sending."""
-        self._out.tally[kind] += 1
+    def count_out(self, kind: str, n: int = 1) -> None:
+        """``n`` frames of message type ``kind`` queued (or written) for sending."""
+        self._out.tally[kind] += n
 
     def count_error(self, code: str) -> None:
         """One ``error`` reply with ``code``."""

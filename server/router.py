@@ -1,26 +1,39 @@
-"""Dispatch of validated requests to capability handlers.
+"""Dispatch of validated inbound traffic to capability handlers.
 
-A capability registers one handler per request type. The handler receives a
-:class:`RequestContext` and the typed message, and returns the ``data`` of the
-``result`` (any msgpack/JSON-encodable value) or raises :class:`HandlerError`
-with a stable code. Any other exception becomes an ``internal`` error; the
-connection survives.
+Three kinds of inbound traffic, each registered by a capability:
+
+- **requests** (:meth:`Router.add`): the handler receives a
+  :class:`RequestContext` and the typed message and returns the ``data`` of
+  the ``result`` (any msgpack/JSON-encodable value), or a :class:`Deferred`,
+  or raises :class:`HandlerError` with a stable code. Any other exception
+  becomes an ``internal`` error; the connection survives.
+- **one-way messages** (:meth:`Router.add_oneway`, types derived from
+  ``protocol.messages.OneWay``): the handler gets a :class:`StreamContext` and
+  the message and returns nothing. :class:`HandlerError` is sent as an
+  ``error`` with no id and ``ref`` = the message type.
+- **stream frames** (:meth:`Router.add_stream`, kinds from
+  ``protocol.streams``): the handler gets a :class:`StreamContext` and the
+  payload (a ``memoryview`` valid only during the call: copy what you keep).
+  Errors as for one-way messages, with ``ref`` = ``stream:<kind>``.
+
+Handlers of one socket run one at a time, in arrival order. Traffic no
+capability routes is answered ``unknown_type`` (never silence).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from protocol.errors import ErrorCode
-from protocol.messages import Request
-
-if TYPE_CHECKING:
-    from server.auth import Principal
-    from server.connection import Connection
+from protocol.messages import CLIENT_TYPES, ClientMessage, Hello, OneWay, Request
+from protocol.streams import StreamKind
+from server.auth import Principal
+from server.peer import Peer
 
 R = TypeVar("R", bound=Request)
+O = TypeVar("O", bound=OneWay)  # noqa: E741
 
 
 class HandlerError(Exception):
@@ -56,30 +69,79 @@ class Deferred:
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:
-    """What a handler knows about the request it serves."""
+    """What a request handler knows about the request it serves."""
 
-    connection: Connection
+    peer: Peer
     principal: Principal
     request_id: str | int
 
 
+@dataclass(frozen=True, slots=True)
+class StreamContext:
+    """What a one-way or stream handler knows about its sender."""
+
+    peer: Peer
+    principal: Principal
+
+
 Handler = Callable[[RequestContext, Any], Awaitable[Any]]
+OneWayHandler = Callable[[StreamContext, Any], Awaitable[None]]
+StreamHandler = Callable[[StreamContext, memoryview], Awaitable[None]]
 
 
 class Router:
-    """Maps request types to handlers; one per hub."""
+    """Maps message types and stream kinds to handlers; one per hub."""
 
     def __init__(self) -> None:
         self._handlers: dict[type[Request], Handler] = {}
+        self._oneway: dict[type[OneWay], OneWayHandler] = {}
+        self._streams: dict[int, tuple[StreamKind, StreamHandler]] = {}
 
     def add(
         self, message_type: type[R], handler: Callable[[RequestContext, R], Awaitable[Any]]
     ) -> None:
-        """Route ``message_type`` to ``handler``; raises ValueError if already routed."""
+        """Route requests of ``message_type`` to ``handler``; ValueError if already routed."""
         if message_type in self._handlers:
             raise ValueError(f"{message_type.__name__} is already routed")
         self._handlers[message_type] = handler
 
+    def add_oneway(
+        self, message_type: type[O], handler: Callable[[StreamContext, O], Awaitable[None]]
+    ) -> None:
+        """Route one-way messages of ``message_type``; ValueError if already routed."""
+        if message_type in self._oneway:
+            raise ValueError(f"{message_type.__name__} is already routed")
+        self._oneway[message_type] = handler
+
+    def add_stream(self, kind: StreamKind, handler: StreamHandler) -> None:
+        """Route stream frames of ``kind``; ValueError if already routed."""
+        if kind.code in self._streams:
+            raise ValueError(f"stream kind {kind.name} is already routed")
+        self._streams[kind.code] = (kind, handler)
+
     def handler_for(self, message_type: type[Request]) -> Handler | None:
         """The handler of ``message_type``, or None when no capability serves it."""
         return self._handlers.get(message_type)
+
+    def oneway_for(self, message_type: type[OneWay]) -> OneWayHandler | None:
+        """The handler of one-way ``message_type``, or None."""
+        return self._oneway.get(message_type)
+
+    def stream_for(self, code: int) -> StreamHandler | None:
+        """The handler of stream kind ``code``, or None."""
+        entry = self._streams.get(code)
+        return None if entry is None else entry[1]
+
+    def unrouted(self, types: Iterable[type[ClientMessage]] | None = None) -> list[str]:
+        """Tags of client message types (default: every registered one) with no handler.
+
+        ``hello`` and ``heartbeat`` are the hub's own and never listed.
+        """
+        out = []
+        for cls in CLIENT_TYPES.values() if types is None else types:
+            if cls is Hello or not issubclass(cls, Request | OneWay):
+                continue
+            routed = cls in self._handlers if issubclass(cls, Request) else cls in self._oneway
+            if not routed:
+                out.append(str(cls.__struct_config__.tag))
+        return sorted(out)

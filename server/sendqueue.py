@@ -15,6 +15,11 @@ class of the frame (design.md, "Delivery guarantees"):
   its bounds, leaving room for reliable traffic; otherwise dropped and counted
   per ``key``. The producer reads :meth:`SendQueue.take_dropped` and sends an
   explicit gap marker with its next frame for that key.
+
+Fan-out queues a :class:`WireBatch` instead: several frames already framed for
+the wire, built once and shared by every recipient, held as ONE queue item
+(it still counts as ``count`` frames against ``max_messages``). It is
+RELIABLE.
 """
 
 from __future__ import annotations
@@ -38,6 +43,29 @@ class PutResult(enum.Enum):
     OVERFLOW = "overflow"  #: reliable frame did not fit: close as slow consumer
 
 
+class WireBatch:
+    """Frames framed once for the wire and shared by every socket that gets them.
+
+    ``wire`` is the concatenation of the serialised, unmasked WebSocket frames
+    (written as is by the synchronous path); ``frames`` are their payloads, in
+    the same order (sent one by one when the socket has no synchronous path).
+    ``size`` is the payload bytes, ``count`` the number of frames, ``label``
+    the message type for metrics.
+    """
+
+    __slots__ = ("count", "frames", "label", "size", "wire")
+
+    def __init__(self, wire: bytes, frames: tuple[Frame, ...], label: str) -> None:
+        self.wire = wire
+        self.frames = frames
+        self.count = len(frames)
+        self.size = sum(frame_size(f) for f in frames)
+        self.label = label
+
+
+Queued = Frame | WireBatch
+
+
 class _Item:
     __slots__ = ("frame", "key", "size")
 
@@ -50,7 +78,15 @@ class _Item:
 class SendQueue:
     """Frames waiting to be written to one socket, oldest first."""
 
-    __slots__ = ("_bytes", "_coalesce", "_dropped", "_items", "max_bytes", "max_messages")
+    __slots__ = (
+        "_bytes",
+        "_coalesce",
+        "_count",
+        "_dropped",
+        "_items",
+        "max_bytes",
+        "max_messages",
+    )
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
         if max_messages < 1 or max_bytes < 1:
@@ -58,13 +94,15 @@ class SendQueue:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         # Created on first use and dropped when empty: an idle socket holds no deque.
-        self._items: deque[_Item] | None = None
+        self._items: deque[_Item | WireBatch] | None = None
+        self._count = 0  # frames queued (a batch counts its frames)
         self._bytes = 0
         self._coalesce: dict[str, _Item] = {}
         self._dropped: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return 0 if self._items is None else len(self._items)
+        """Frames queued (a :class:`WireBatch` counts as its ``count`` frames)."""
+        return self._count
 
     @property
     def queued_bytes(self) -> int:
@@ -106,14 +144,28 @@ class SendQueue:
         self._append(_Item(frame, size, None))
         return PutResult.QUEUED
 
+    def put_batch(self, batch: WireBatch) -> PutResult:
+        """Queue ``batch`` (RELIABLE): QUEUED, or OVERFLOW when its frames do not fit."""
+        if self._count + batch.count > self.max_messages or (
+            self._bytes + batch.size > self.max_bytes
+        ):
+            return PutResult.OVERFLOW
+        if self._items is None:
+            self._items = deque()
+        self._items.append(batch)
+        self._count += batch.count
+        self._bytes += batch.size
+        return PutResult.QUEUED
+
     def _append(self, item: _Item) -> None:
         if self._items is None:
             self._items = deque()
         self._items.append(item)
+        self._count += 1
         self._bytes += item.size
 
-    def pop(self) -> Frame | None:
-        """The oldest frame, removed from the queue; None when empty."""
+    def pop(self) -> Queued | None:
+        """The oldest item (a frame or a batch), removed from the queue; None when empty."""
         items = self._items
         if not items:
             return None
@@ -121,19 +173,24 @@ class SendQueue:
         if not items:
             self._items = None
         self._bytes -= item.size
+        if isinstance(item, WireBatch):
+            self._count -= item.count
+            return item
+        self._count -= 1
         if item.key is not None:
             del self._coalesce[item.key]
         return item.frame
 
-    def pop_all(self) -> list[Frame]:
-        """Every queued frame, oldest first, removing them all."""
+    def pop_all(self) -> list[Queued]:
+        """Every queued item (frames and batches), oldest first, removing them all."""
         items = self._items
         if not items:
             return []
         self._items = None
         self._bytes = 0
+        self._count = 0
         self._coalesce.clear()
-        return [item.frame for item in items]
+        return [item if isinstance(item, WireBatch) else item.frame for item in items]
 
     def take_dropped(self, key: str) -> int:
         """How many LOSSY frames for ``key`` were dropped since the last call."""
@@ -145,3 +202,4 @@ class SendQueue:
         self._coalesce.clear()
         self._dropped.clear()
         self._bytes = 0
+        self._count = 0

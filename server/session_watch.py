@@ -28,12 +28,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from protocol.errors import CloseCode
-
-if TYPE_CHECKING:
-    from server.connection import Connection
+from server.auth import Principal
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +39,26 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRED = "session_expired"
 #: Longest interval between two keeper rounds (last-seen refreshed at most this often).
 MAX_INTERVAL_S = 60.0
+
+
+class Watched(Protocol):
+    """What the watch needs of a socket (:class:`server.connection.Connection`)."""
+
+    active: bool
+
+    @property
+    def principal(self) -> Principal | None:
+        """Who the socket is authenticated as."""
+        ...
+
+    @property
+    def closing(self) -> bool:
+        """True once a close was requested."""
+        ...
+
+    def close(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """Close the socket."""
+        ...
 
 
 class SessionKeeper(Protocol):
@@ -65,7 +83,7 @@ class SessionWatch:
         self._next_round: float | None = None
         self._round: asyncio.Task[None] | None = None
 
-    def poll(self, conns: Iterable[Connection], now: float, wall: float) -> None:
+    def poll(self, conns: Iterable[Watched], now: float, wall: float) -> None:
         """One tick: close sockets past their absolute end; start a keeper round when due.
 
         ``now`` is the ticker's monotonic time, ``wall`` the wall-clock time.
@@ -75,8 +93,8 @@ class SessionWatch:
             if self._next_round is None:
                 self._next_round = now + self.interval_s
             due = now >= self._next_round
-        active: dict[str, list[Connection]] = {}
-        watched: dict[str, list[Connection]] = {}
+        active: dict[str, list[Watched]] = {}
+        watched: dict[str, list[Watched]] = {}
         for conn in conns:
             p = conn.principal
             if p is None or conn.closing:
@@ -95,7 +113,7 @@ class SessionWatch:
                     self._keep(list(active), watched)
                 )
 
-    async def _keep(self, active: list[str], watched: dict[str, list[Connection]]) -> None:
+    async def _keep(self, active: list[str], watched: dict[str, list[Watched]]) -> None:
         assert self.keeper is not None
         try:
             ended = await self.keeper.keep_alive(active, list(watched))

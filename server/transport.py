@@ -19,6 +19,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
+from server.sendqueue import Queued, WireBatch
+
 RAW_EXTENSION = "medhub.raw"
 
 
@@ -42,27 +44,55 @@ class RawSocket:
             and not p.transport.is_closing()
         )
 
-    def write(self, frames: Sequence[bytes | str], cache: WireCache) -> None:
-        """Write ``frames`` (str: text, bytes: binary) in one transport write.
+    def write(self, items: Sequence[Queued], cache: WireCache) -> None:
+        """Write ``items`` (str: text, bytes: binary, batches as they are) in one write.
 
         The caller must have checked :meth:`writable` in the same loop step.
         Server frames are not masked and no extension is negotiated
         (permessage-deflate is off), so a frame's bytes on the wire are the
         same for every socket: ``cache`` serialises each payload once for all
-        its recipients. With an extension, websockets serialises per socket.
+        its recipients, and a :class:`~server.sendqueue.WireBatch` is already
+        serialised. With an extension, websockets serialises per socket.
         """
         p = self._protocol
         if p.conn.extensions:
             conn = p.conn
-            for frame in frames:
-                if isinstance(frame, str):
-                    conn.send_text(frame.encode())
-                else:
-                    conn.send_binary(frame)
+            for item in items:
+                for frame in item.frames if isinstance(item, WireBatch) else (item,):
+                    if isinstance(frame, str):
+                        conn.send_text(frame.encode())
+                    else:
+                        conn.send_binary(frame)
             p.transport.write(b"".join(conn.data_to_send()))
             return
+        if len(items) == 1:
+            item = items[0]
+            p.transport.write(item.wire if isinstance(item, WireBatch) else cache.wire(item))
+            return
         wire = cache.wire
-        p.transport.write(b"".join([wire(frame) for frame in frames]))
+        p.transport.write(
+            b"".join([i.wire if isinstance(i, WireBatch) else wire(i) for i in items])
+        )
+
+    def write_batch(self, batch: WireBatch) -> None:
+        """Write one batch now (fan-out's fast path; the caller checked :meth:`writable`)."""
+        p = self._protocol
+        if p.conn.extensions:
+            self.write((batch,), _NO_CACHE)
+        else:
+            p.transport.write(batch.wire)
+
+
+def serialize(frame: bytes | str) -> bytes:
+    """The unmasked WebSocket frame carrying ``frame`` (text for str, binary for bytes)."""
+    if isinstance(frame, str):
+        return Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
+    return Frame(Opcode.BINARY, frame).serialize(mask=False)
+
+
+def wire_batch(frames: Sequence[bytes | str], label: str) -> WireBatch:
+    """A :class:`~server.sendqueue.WireBatch` of ``frames``, serialised once."""
+    return WireBatch(b"".join([serialize(f) for f in frames]), tuple(frames), label)
 
 
 class WireCache:
@@ -89,12 +119,11 @@ class WireCache:
         if wire is None:
             if len(frames) >= self.max_entries:
                 frames.clear()
-            if isinstance(payload, str):
-                frame = Frame(Opcode.TEXT, payload.encode())
-            else:
-                frame = Frame(Opcode.BINARY, payload)
-            wire = frames[payload] = frame.serialize(mask=False)
+            wire = frames[payload] = serialize(payload)
         return wire
+
+
+_NO_CACHE = WireCache(max_entries=1)
 
 
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -106,3 +135,19 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None and scope.get("type") == "websocket":
             # The ASGI task was created but has not run yet: it sees the extension.
             scope["extensions"][RAW_EXTENSION] = RawSocket(self)
+
+
+# -- start-up check (issue 10) -------------------------------------------------------------
+#: What this module uses of a ``WebSocketsSansIOProtocol`` instance (uvicorn internals, not
+#: its public API): ``server.limits.check_uvicorn_internals`` refuses to start when one is
+#: missing. Keep it in step with the code above.
+UVICORN_WS_ATTRIBUTES = (
+    "handshake_complete",
+    "initial_response",
+    "close_sent",
+    "disconnected",
+    "writable",
+    "transport",
+    "conn",
+    "handle_connect",
+)

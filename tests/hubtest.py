@@ -18,6 +18,7 @@ from protocol.errors import ErrorCode
 from protocol.messages import Auth
 from server.app import Components, build_app
 from server.auth import AuthError, HandshakeInfo, Principal
+from server.capability import Capability
 from server.config import Settings, load_settings
 from server.serve import HubServer, uvicorn_config
 
@@ -42,10 +43,11 @@ def principal(user: str, org: str = "org-a", role: str = "practitioner") -> Prin
     return Principal(user_id=user, org_id=org, role=role, session_id=f"sess-{user}")
 
 
-def free_socket() -> socket.socket:
+def free_socket(port: int = 0) -> socket.socket:
+    """A loopback socket bound to ``port`` (0: a free one), not listening yet."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -77,18 +79,24 @@ class RunningHub:
 
 @contextlib.asynccontextmanager
 async def run_hub(
-    settings: Settings, users: Mapping[str, Principal] | None = None
+    settings: Settings,
+    users: Mapping[str, Principal] | None = None,
+    *,
+    port: int = 0,
+    capabilities: list[type[Capability]] | None = None,
 ) -> AsyncIterator[RunningHub]:
-    """Start the hub on a free loopback port; stop it (gracefully) on exit.
+    """Start the hub on a loopback port (default: a free one); stop it (gracefully) on exit.
 
     With ``users``, sockets authenticate with test tokens (:func:`token_for`);
     without, the hub uses its real authenticator (the accounts sidecar's).
+    ``port`` lets a test restart a hub where its clients expect it;
+    ``capabilities`` replaces the composition list (default: the real one).
     """
     authenticator = (
         None if users is None else TokenAuthenticator({token_for(u): p for u, p in users.items()})
     )
-    app = build_app(settings, authenticator=authenticator)
-    sock = free_socket()
+    app = build_app(settings, authenticator=authenticator, capabilities=capabilities)
+    sock = free_socket(port)
     port = sock.getsockname()[1]
     server = HubServer(uvicorn_config(settings, app, "127.0.0.1", port), app.state.components.hub)
     server.config.install_signal_handlers = False  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 
 class Action(StrEnum):
@@ -128,3 +129,27 @@ class AuditEvent:
             raise ValueError(f"an audit event with result {self.result.value} needs a reason")
         if self.source is not None and not ADDRESS_PATTERN.fullmatch(self.source):
             raise ValueError("audit field source is not an IP address")
+
+
+class AuditRecorder(Protocol):
+    """What every part of the hub needs of the audit trail: a non-blocking ``record``.
+
+    :class:`server.audit.trail.AuditTrail` implements it; the hub, the
+    capabilities and the accounts sidecar receive it in their constructors.
+    """
+
+    def record(self, event: AuditEvent) -> None:
+        """Queue ``event`` for the audit writer; must not block."""
+
+
+#: The audit target id recorded for a client-supplied id that is not a valid audit id.
+INVALID_ID = "invalid"
+
+
+def audit_id(value: str) -> str:
+    """``value`` when the audit trail accepts it as an id, else :data:`INVALID_ID`.
+
+    For ids supplied by clients: a malformed id is then refused with its
+    proper error code instead of failing to build the audit event.
+    """
+    return value if ID_PATTERN.fullmatch(value) else INVALID_ID

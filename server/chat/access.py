@@ -19,24 +19,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from protocol.errors import ErrorCode
 from server import policy
-from server.audit.events import ID_PATTERN, AuditEvent
 from server.audit.events import Action as AuditAction
+from server.audit.events import AuditEvent, AuditRecorder, audit_id
 from server.audit.events import Result as AuditResult
 from server.chat import store
-from server.chat.facts import Facts, subject_of
-from server.hub import AuditRecorder
+from server.facts import Facts, subject_of
 from server.policy import Action
 from server.router import HandlerError, RequestContext
 from server.security.crypto import Keyring
 from server.store.db import Database
-
-#: The audit target id recorded for a client-supplied id that is not a valid audit id.
-INVALID_ID = "invalid"
-
-
-def audit_id(value: str) -> str:
-    """``value`` when the audit trail accepts it as an id, else :data:`INVALID_ID`."""
-    return value if ID_PATTERN.fullmatch(value) else INVALID_ID
 
 
 class ChatAccess:
@@ -60,7 +51,7 @@ class ChatAccess:
                 action=action, result=result, actor=p.user_id, acting_for=p.acting_for,
                 role=p.role, org=p.org_id, target_type=target_type,
                 target_id=audit_id(target_id), reason=reason,
-                source=ctx.connection.client_address, request_id=ctx.connection.conn_id,
+                source=ctx.peer.client_address, request_id=ctx.peer.conn_id,
             )
         )  # fmt: skip
 

@@ -1,4 +1,9 @@
-"""The chat capability: request handlers over the store, the writer and the fan-out.
+"""The chat capability: request handlers over the store, the writer and the node channels.
+
+A conversation is the RELIABLE channel ``conv:<id>`` of the node channel
+service (ordered by seq, recovered from the store: :class:`ChatRecovery`).
+The members of a new conversation hear of it through their inboxes, on
+every node (inbox kind :data:`CREATED`).
 
 Every handler authorises with :mod:`server.policy` (rule 5) and
 audits (:mod:`server.chat.access`): ``create`` for a conversation or message,
@@ -19,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, Self
 
-import msgpack
 import msgspec
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -42,37 +47,75 @@ from protocol.chat import (
     channel_of,
 )
 from protocol.errors import ErrorCode
-from protocol.messages import Event
+from protocol.messages import ClientMessage, Event
 from server import policy
 from server.audit.events import Action as AuditAction
-from server.broker.base import Broker, BrokerError, Subscription
+from server.audit.events import AuditRecorder
+from server.broker.base import BrokerError
+from server.capability import Capability, Node
+from server.channels import ChannelClass, ChannelService, encode_event, send_events
 from server.chat import store
 from server.chat.access import ChatAccess
-from server.chat.facts import Facts
-from server.chat.fanout import Fanout
+from server.chat.tables import chat_conversation, chat_member, chat_message, chat_message_version
 from server.chat.writer import ChatWriter, Stored, WriterClosedError
-from server.connection import Connection
-from server.hub import AuditRecorder
+from server.facts import Facts
+from server.peer import Peer
 from server.policy import Action
 from server.router import Deferred, HandlerError, RequestContext, Router
 from server.security.crypto import Keyring
+from server.sendqueue import Delivery
 from server.store.db import Database
 
 log = logging.getLogger(__name__)
 
 #: Seconds an access decision is reused for the same user, conversation and action.
 ACCESS_TTL_S = 5.0
-#: Broker topic telling every node that a conversation was created (members, kind).
-CREATED_TOPIC = "chat.created"
+#: Inbox notice kind telling a user's sockets that they are a member of a new conversation.
+CREATED = "chat.conversation"
 
 
-class ChatService:
-    """Chat of one node. ``start`` / ``close`` from the lifespan; ``register`` routes."""
+def conv_of(channel: str) -> str:
+    """The conversation id of channel ``conv:<id>``."""
+    return channel.partition(":")[2]
+
+
+class ChatRecovery:
+    """Where the channels read what followers of a conversation missed (the store)."""
+
+    def __init__(self, db: Database, keys: Keyring) -> None:
+        self.db, self.keys = db, keys
+
+    async def read_range(self, channel: str, after: int, until: int) -> list[tuple[int, bytes]]:
+        """Committed events with ``after < seq < until``, as msgpack event frames."""
+        conv = conv_of(channel)
+        async with self.db.begin(readonly=True) as conn:
+            evs = await store.events(
+                conn, self.keys, conv, after=after, limit=max(until - after - 1, 1)
+            )
+        return [(e.seq, encode_event(channel, e.seq, e.kind, e)) for e in evs if e.seq < until]
+
+    async def last_seqs(self, channels: Sequence[str]) -> dict[str, int]:
+        """The last committed seq of each existing conversation among ``channels``."""
+        async with self.db.begin(readonly=True) as conn:
+            lasts = await store.last_seqs(conn, [conv_of(c) for c in channels])
+        return {channel_of(conv): seq for conv, seq in lasts.items()}
+
+
+class Chat(Capability):
+    """Chat of one node (see the module docstring)."""
+
+    name: ClassVar[str] = "chat"
+    message_types: ClassVar[tuple[type[ClientMessage], ...]] = (
+        ChatCreate, ChatList, ChatSend, ChatEdit, ChatDelete, ChatHistory, ChatSync,
+        ChatUnfollow, ChatReceipt, ChatTyping, ChatVersions,
+    )  # fmt: skip
+    policy_actions: ClassVar[frozenset[Action]] = frozenset({Action.CHAT_READ, Action.CHAT_WRITE})
+    tables = (chat_conversation, chat_member, chat_message, chat_message_version)
 
     def __init__(
         self,
         db: Database,
-        broker: Broker,
+        channels: ChannelService,
         keys: Keyring,
         facts: Facts,
         audit: AuditRecorder,
@@ -80,12 +123,18 @@ class ChatService:
         access_ttl_s: float = ACCESS_TTL_S,
         durable: bool = True,
     ) -> None:
-        self.db, self.broker, self.keys, self.facts, self.audit = db, broker, keys, facts, audit
-        self.fanout = Fanout(broker, self._read_range, self._read_last, self._read_lasts)
+        self.db, self.keys, self.facts, self.audit = db, keys, facts, audit
+        self.channels = channels
+        self.broker = channels.broker
+        channels.define(ChannelClass("conv", Delivery.RELIABLE, ChatRecovery(db, keys)))
+        channels.on_inbox(CREATED, self._on_created)
         self.writer = ChatWriter(db, keys, self._committed, durable=durable)
         self.access = ChatAccess(db, keys, facts, audit, access_ttl_s)
-        self._sockets: dict[str, set[Connection]] = {}  # user -> this node's sockets
-        self._created: Subscription | None = None
+
+    @classmethod
+    def build(cls, node: Node) -> Self:
+        """Chat over the node's database, channels and facts."""
+        return cls(node.database, node.channels, node.keys, node.facts, node.audit)
 
     def register(self, router: Router) -> None:
         """Route every chat request type to its handler."""
@@ -102,73 +151,38 @@ class ChatService:
         router.add(ChatVersions, self.versions)
 
     async def start(self) -> None:
-        """Start the batching writer and listen for conversations created on any node."""
+        """Start the batching writer."""
         await self.writer.start()
-        await self.fanout.start()
-        self._created = await self.broker.subscribe(CREATED_TOPIC, self._on_created)
 
     async def close(self) -> None:
-        """Write what is queued and drop every subscription."""
-        if self._created is not None:
-            await self.broker.unsubscribe(self._created)
-            self._created = None
+        """Write what is queued (the channels publish it)."""
         await self.writer.close()
-        await self.fanout.close()
 
-    def connection_opened(self, conn: Connection) -> None:
-        """Remember the socket, to tell it about new conversations it is a member of.
+    def health(self) -> dict[str, bool]:
+        """The writer is running."""
+        return {"chat.writer": self.writer.running}
 
-        It follows conversations only once it calls ``chat.sync``.
-        """
-        if conn.principal is not None:
-            self._sockets.setdefault(conn.principal.user_id, set()).add(conn)
-
-    def connection_closed(self, conn: Connection) -> None:
-        """Forget a closed socket's subscriptions (called by the lifecycle hook)."""
-        self.fanout.drop(conn)
-        if conn.principal is not None:
-            mine = self._sockets.get(conn.principal.user_id)
-            if mine is not None:
-                mine.discard(conn)
-                if not mine:
-                    del self._sockets[conn.principal.user_id]
-
-    def _on_created(self, topic: str, payload: bytes) -> None:
-        """A conversation was created (on any node): tell its members' sockets here."""
+    def _on_created(self, user: str, peers: list[Peer], data: Any) -> None:
+        """A conversation ``user`` is a member of was created (on any node): tell its sockets."""
         try:
-            notice = msgpack.unpackb(payload)
-            conv, kind, members = notice["c"], notice["k"], notice["m"]
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException):
-            log.warning("malformed chat.created notice")
+            conv, kind, members = str(data["conv"]), str(data["kind"]), list(data["members"])
+        except (KeyError, TypeError):
+            log.warning("malformed chat.conversation notice")
             return
+        channel = channel_of(conv)
         event = Event(
-            ch=channel_of(conv),
-            seq=0,
-            kind="conversation",
+            ch=channel, seq=0, kind="conversation",
             data={"conv": conv, "kind": kind, "members": members},
-        )
-        for user in members:
-            for conn in self._sockets.get(user, ()):
-                if not self.fanout.following(conn, conv):
-                    conn.send(event)
-
-    # -- helpers ------------------------------------------------------------------------
-    async def _read_range(self, conv: str, after: int, until: int) -> list[ChatEvent]:
-        async with self.db.begin(readonly=True) as conn:
-            evs = await store.events(
-                conn, self.keys, conv, after=after, limit=max(until - after - 1, 1)
-            )
-        return [e for e in evs if e.seq < until]
-
-    async def _read_last(self, conv: str) -> int:
-        return (await self._read_lasts([conv])).get(conv, 0)
-
-    async def _read_lasts(self, convs: list[str]) -> dict[str, int]:
-        async with self.db.begin(readonly=True) as conn:
-            return await store.last_seqs(conn, convs)
+        )  # fmt: skip
+        for peer in peers:
+            if not self.channels.following(peer, channel):
+                peer.send(event)
 
     def _committed(self, conv: str, events: list[ChatEvent]) -> None:
-        self.fanout.committed(conv, events)
+        channel = channel_of(conv)
+        self.channels.committed(
+            channel, [(ev.seq, encode_event(channel, ev.seq, ev.kind, ev)) for ev in events]
+        )
 
     # -- conversations ------------------------------------------------------------------
     async def create(self, ctx: RequestContext, msg: ChatCreate) -> dict[str, Any]:
@@ -205,14 +219,15 @@ class ChatService:
         conv_id, created = await self._insert(ctx, msg, members, patient, direct_key)
         if created:
             self.access.audit(ctx, AuditAction.CREATE, "conversation", conv_id)
-        att = await self.fanout.attach(ctx.connection, conv_id)
-        att.go_live(0)  # nothing to replay in a new conversation; an old one: use chat.sync
+        try:
+            # a new conversation has nothing to replay (an old one: use chat.sync)
+            await self.channels.attach(ctx.peer, channel_of(conv_id))
+        except BrokerError as exc:
+            raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
         if created:
-            notice = {"c": conv_id, "k": msg.kind, "m": sorted(members)}
-            try:
-                await self.broker.publish(CREATED_TOPIC, msgpack.packb(notice))
-            except BrokerError:  # the conversation exists; members still find it by chat.list
-                log.warning("could not announce a new conversation", extra={"conv": conv_id})
+            notice = {"conv": conv_id, "kind": msg.kind, "members": sorted(members)}
+            # at most once; members also find it with chat.list
+            self.channels.notify_users(sorted(members), CREATED, notice)
         return {"conv": conv_id, "created": created}
 
     async def _consultation_members(
@@ -348,7 +363,7 @@ class ChatService:
             raise HandlerError(ErrorCode.BAD_REQUEST, "message already deleted") from exc
         except SQLAlchemyError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "not stored; retry") from exc
-        self.fanout.committed(conv, [ev])
+        self._committed(conv, [ev])
         return ev
 
     async def versions(self, ctx: RequestContext, msg: ChatVersions) -> dict[str, Any]:
@@ -384,9 +399,10 @@ class ChatService:
         later event is delivered (never filtered by the client's bad position).
         """
         await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
-        conn = ctx.connection
+        peer = ctx.peer
+        ch = channel_of(msg.conv)
         try:
-            att = await self.fanout.attach(conn, msg.conv)
+            att = await self.channels.attach(peer, ch, buffering=True)
         except BrokerError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
         try:
@@ -396,25 +412,24 @@ class ChatService:
                     db, self.keys, msg.conv, after=msg.after_seq, limit=msg.limit + 1
                 )
         except SQLAlchemyError as exc:
-            self.fanout.detach(conn, msg.conv)
+            self.channels.detach(peer, ch)
             raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
         caught_up = len(evs) <= msg.limit
         evs = evs[: msg.limit]
-        ch = channel_of(msg.conv)
-        for ev in evs:
-            conn.send(Event(ch=ch, seq=ev.seq, kind=ev.kind, data=ev))
+        if evs:
+            send_events(peer, [(ev.seq, encode_event(ch, ev.seq, ev.kind, ev)) for ev in evs])
         # read before the events: any seq above it is either replayed or delivered live
         last = evs[-1].seq if evs else min(msg.after_seq, current)
         if caught_up:
             att.go_live(last)
         else:
-            self.fanout.detach(conn, msg.conv)
+            self.channels.detach(peer, ch)
         self.access.audit(ctx, AuditAction.READ, "conversation", msg.conv)
         return {"last_seq": last, "caught_up": caught_up}
 
     async def unfollow(self, ctx: RequestContext, msg: ChatUnfollow) -> dict[str, Any]:
         """Stop following a conversation on this socket."""
-        self.fanout.detach(ctx.connection, msg.conv)
+        self.channels.detach(ctx.peer, channel_of(msg.conv))
         return {}
 
     # -- receipts and typing ----------------------------------------------------------------------
@@ -430,7 +445,8 @@ class ChatService:
         except SQLAlchemyError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
         data = {"user": user, "delivered_seq": me.delivered_seq, "read_seq": me.read_seq}
-        self.fanout.spawn(self.fanout.publish_ephemeral(msg.conv, "receipt", data))
+        ch = channel_of(msg.conv)
+        self.channels.publish(ch, encode_event(ch, 0, "receipt", data))
         self.access.audit(ctx, AuditAction.UPDATE, "chat_receipt", msg.conv)
         return {"delivered_seq": me.delivered_seq, "read_seq": me.read_seq}
 
@@ -443,7 +459,8 @@ class ChatService:
                 f"chat-typing:{msg.conv}:{user}", b"1", ttl_s=TYPING_INTERVAL_S
             )
             if fresh:
-                await self.fanout.publish_ephemeral(msg.conv, "typing", {"user": user})
+                ch = channel_of(msg.conv)
+                await self.channels.publish(ch, encode_event(ch, 0, "typing", {"user": user}))
         except BrokerError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
         return {"forwarded": fresh}

@@ -93,6 +93,11 @@ class ChatWriter:
         self.batches = 0
         self.written = 0
 
+    @property
+    def running(self) -> bool:
+        """True while the writer task runs (it never stops on its own)."""
+        return self._task is not None and not self._task.done()
+
     async def start(self) -> None:
         """Start the writer task (idempotent)."""
         if self._task is None:

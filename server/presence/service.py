@@ -1,105 +1,101 @@
-"""Presence of users across nodes, in the broker's presence registry.
+"""The presence capability: who is online, for those allowed to see it.
 
-Each socket is a device: member ``<node>:<conn>`` of broker presence key
-``presence:<user>`` with its state as value and a TTL of ``ttl_s`` seconds,
-refreshed every ``refresh_s`` by ONE task per node (not per socket). A user's
-state is the strongest over the unexpired devices (``in-call`` > ``busy`` >
-``away`` > ``online``), ``offline`` when none is left, with ``last_seen``
-(unix ms, broker value ``presence-last:<user>``) stamped when the last device
-goes. A node that dies stops refreshing, so its devices expire by themselves.
+Devices are written to the broker's presence registry by
+:class:`~server.presence.devices.DeviceRegistry` (batched, bounded). Changes
+are published on channel ``presence:<user>`` (a COALESCE channel of the node
+channel service: a slow socket gets the latest state, never each flap), as
+``event`` kind ``presence`` with ``seq`` 0 and ``data`` a
+:class:`~protocol.presence.PresenceState`.
 
-Changes are published on topic ``presence:<user>`` (msgpack of
-:class:`~protocol.presence.PresenceState`) by the node that saw them; each
-node subscribed for local followers sends them COALESCE (keyed by user): a slow
-socket gets the latest state, never each flap. The refresh task also re-reads
-the followed users, so a dead node's users turn offline for followers within
-about ``ttl_s + refresh_s``.
-
-Updates are applied by one worker per node in arrival order (a close never
-overtakes the open of the same socket). The periodic refresh goes through the
-same worker, in chunks of :data:`REFRESH_CHUNK`, and skips a device closed
-meanwhile, so it never writes a closed device back (the close's removal is
-queued after it). Visibility: rule 5 of :mod:`server.policy`;
-refusals are audited. Handler errors: ``bad_request`` (too
-many users followed), ``unavailable`` (broker down).
+Visibility: rule 5 of :mod:`server.policy` (``presence_visible``); refusals
+are audited as ``denied``, reads and follows as ``read`` / ``subscribe``.
+Handler errors: ``bad_request`` (too many users followed), ``unavailable``
+(broker down).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar, Self
 
-import msgpack
 import msgspec
+from prometheus_client import CollectorRegistry
 
-from protocol.codec import JsonCodec, MsgpackCodec
 from protocol.errors import ErrorCode
-from protocol.messages import Event
+from protocol.messages import ClientMessage
 from protocol.presence import (
     MAX_WATCHED_PER_SOCKET,
     PresenceGet,
     PresenceSet,
-    PresenceState,
     PresenceSubscribe,
     PresenceUnsubscribe,
-    rank,
 )
-from protocol.presence import STATES as _STATES
 from server import policy
 from server.audit.events import Action as AuditAction
-from server.audit.events import AuditEvent
+from server.audit.events import AuditEvent, AuditRecorder, audit_id
 from server.audit.events import Result as AuditResult
-from server.broker.base import Broker, BrokerError, Subscription
-from server.chat.access import audit_id
-from server.chat.facts import Facts, subject_of
-from server.connection import Connection
-from server.hub import AuditRecorder
-from server.policy import Role
+from server.broker.base import BrokerError
+from server.capability import Capability, Node
+from server.channels import ChannelClass, ChannelService
+from server.facts import Facts, subject_of
+from server.peer import Peer
+from server.policy import Action, Role
+from server.presence.devices import DeviceRegistry, presence_key
 from server.router import HandlerError, RequestContext, Router
 from server.sendqueue import Delivery
+from server.supervise import Supervisor
 
-log = logging.getLogger(__name__)
-
-_MSGPACK, _JSON = MsgpackCodec(), JsonCodec()
-#: Seconds a user's last-seen time is kept after their last device left (90 days).
-LAST_SEEN_TTL_S = 90 * 24 * 3600.0
-#: Devices (or followed users) refreshed by one job of the ordered worker.
-REFRESH_CHUNK = 100
+#: Seconds a device stays in the registry without a refresh.
+TTL_S = 30.0
+#: Seconds between two refreshes of this node's devices.
+REFRESH_S = 10.0
 
 
-def _ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class _Watch:
-    __slots__ = ("conns", "ready", "subscription")
-
-    def __init__(self) -> None:
-        self.conns: set[Connection] = set()
-        self.subscription: Subscription | None = None
-        self.ready = asyncio.Event()  # set once subscribed (or failed, and dropped)
-
-
-class PresenceService:
+class Presence(Capability):
     """Presence of one node; see the module docstring."""
 
+    name: ClassVar[str] = "presence"
+    message_types: ClassVar[tuple[type[ClientMessage], ...]] = (
+        PresenceSet,
+        PresenceSubscribe,
+        PresenceUnsubscribe,
+        PresenceGet,
+    )
+    policy_actions: ClassVar[frozenset[Action]] = frozenset({Action.PRESENCE_SEE})
+
     def __init__(
-        self, broker: Broker, facts: Facts, audit: AuditRecorder, node_id: str, *,
-        ttl_s: float = 30.0, refresh_s: float = 10.0,
-    ) -> None:  # fmt: skip
-        self.broker, self.facts, self.audit, self.node = broker, facts, audit, node_id
-        self.ttl_s, self.refresh_s = ttl_s, refresh_s
-        self.devices: dict[Connection, str] = {}
-        self._watch: dict[str, _Watch] = {}
-        self._conn_watch: dict[Connection, set[str]] = {}
-        self._published: dict[str, tuple[str, int | None]] = {}
-        self._jobs: asyncio.Queue[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any] | None]]
-        self._jobs = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self,
+        channels: ChannelService,
+        facts: Facts,
+        audit: AuditRecorder,
+        supervisor: Supervisor,
+        node_id: str,
+        registry: CollectorRegistry,
+        *,
+        ttl_s: float = TTL_S,
+        refresh_s: float = REFRESH_S,
+    ) -> None:
+        self.channels, self.facts, self.audit = channels, facts, audit
+        self.supervisor = supervisor
+        self._watching: dict[Peer, set[str]] = {}
+        self._watched: dict[str, int] = {}  # user -> local sockets following them
+        self.devices = DeviceRegistry(
+            channels,
+            node_id,
+            registry,
+            ttl_s=ttl_s,
+            refresh_s=refresh_s,
+            watched=lambda: list(self._watched),
+        )
+        observe = self.devices.observe
+        channels.define(ChannelClass("presence", Delivery.COALESCE, observer=observe))
+
+    @classmethod
+    def build(cls, node: Node) -> Self:
+        """Presence over the node's channels and broker."""
+        return cls(
+            node.channels, node.facts, node.audit, node.supervisor, node.node_id, node.registry
+        )
 
     def register(self, router: Router) -> None:
         """Route the presence requests."""
@@ -109,188 +105,34 @@ class PresenceService:
         router.add(PresenceGet, self.get)
 
     async def start(self) -> None:
-        """Start the update worker and the refresh task."""
-        if not self._tasks:
-            loop = asyncio.get_running_loop()
-            self._tasks = [
-                loop.create_task(self._worker(), name="presence-worker"),
-                loop.create_task(self._refresh(), name="presence-refresh"),
-            ]
+        """Start the device writer (supervised)."""
+        self.supervisor.loop("presence-writer", self.devices.run)
 
     async def close(self) -> None:
-        """Remove this node's devices and stop."""
-        for conn in list(self.devices):
-            self.connection_closed(conn)
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._jobs.put_nowait((_noop, done))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(done, 5.0)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        for w in self._watch.values():
-            if w.subscription is not None:
-                with contextlib.suppress(BrokerError):
-                    await self.broker.unsubscribe(w.subscription)
-        self._watch.clear()
+        """Remove this node's devices (best effort) and stop the writer."""
+        await self.supervisor.stop("presence-writer")
+        with contextlib.suppress(BrokerError):  # else they expire with their TTL
+            await self.devices.remove_all()
 
-    # -- devices -------------------------------------------------------------------
-    def _member(self, conn: Connection) -> str:
-        return f"{self.node}:{conn.conn_id}"
-
-    def connection_opened(self, conn: Connection) -> None:
+    # -- sockets ----------------------------------------------------------------------
+    def connection_opened(self, peer: Peer) -> None:
         """A socket is a new device, ``online``."""
-        if conn.principal is None:
-            return
-        self.devices[conn] = "online"
-        user, member = conn.principal.user_id, self._member(conn)
-        self._jobs.put_nowait((lambda: self._set(user, member, "online"), None))
+        self.devices.opened(peer)
 
-    def connection_closed(self, conn: Connection) -> None:
-        """A device is gone; also drop the socket's follows."""
-        for user in self._conn_watch.pop(conn, set()):
-            self._unwatch(conn, user)
-        if self.devices.pop(conn, None) is None or conn.principal is None:
-            return
-        user, member = conn.principal.user_id, self._member(conn)
-        self._jobs.put_nowait((lambda: self._remove(user, member), None))
+    def connection_closed(self, peer: Peer) -> None:
+        """A device is gone; its follows end (the channels drop its attachments)."""
+        for user in self._watching.pop(peer, set()):
+            self._unwatched(user)
+        self.devices.closed(peer)
 
-    async def _worker(self) -> None:
-        while True:
-            job, fut = await self._jobs.get()
-            try:
-                result = await job()
-            except Exception as exc:
-                log.warning("presence update failed", extra={"error": type(exc).__name__})
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
-            else:
-                if fut is not None and not fut.done():
-                    fut.set_result(result)
+    def _unwatched(self, user: str) -> None:
+        left = self._watched.get(user, 0) - 1
+        if left > 0:
+            self._watched[user] = left
+        else:
+            self._watched.pop(user, None)
 
-    async def _set(self, user: str, member: str, state: str) -> PresenceState:
-        await self.broker.presence_set(f"presence:{user}", member, state.encode(), self.ttl_s)
-        return await self._recompute(user)
-
-    async def _remove(self, user: str, member: str) -> PresenceState:
-        key = f"presence:{user}"
-        await self.broker.presence_remove(key, member)
-        if not await self.broker.presence_get(key):
-            await self.broker.set_value(
-                f"presence-last:{user}", str(_ms()).encode(), LAST_SEEN_TTL_S
-            )
-        return await self._recompute(user)
-
-    async def state_of(self, user: str) -> PresenceState:
-        """``user``'s combined state now (reads the broker)."""
-        members = await self.broker.presence_get(f"presence:{user}")
-        best = max((v.decode() for v in members.values()), key=rank, default="offline")
-        if best not in _STATES:
-            best = "online"
-        last_seen = None
-        if best == "offline":
-            raw = await self.broker.get_value(f"presence-last:{user}")
-            last_seen = int(raw) if raw else None
-        return PresenceState(user=user, state=best, ts=_ms(), last_seen=last_seen)
-
-    async def _recompute(self, user: str) -> PresenceState:
-        ps = await self.state_of(user)
-        summary = (ps.state, ps.last_seen)
-        if self._published.get(user) != summary:
-            self._published[user] = summary
-            if ps.state == "offline" and user not in self._watch:
-                self._published.pop(user, None)
-            await self.broker.publish(f"presence:{user}", msgpack.packb(msgspec.to_builtins(ps)))
-        return ps
-
-    async def _refresh(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            conns, users = list(self.devices), list(self._watch)
-            last: asyncio.Future[Any] | None = None
-            for i in range(0, len(conns), REFRESH_CHUNK):
-                last = self._enqueue(self._refresh_devices, conns[i : i + REFRESH_CHUNK])
-            for i in range(0, len(users), REFRESH_CHUNK):
-                last = self._enqueue(self._refresh_users, users[i : i + REFRESH_CHUNK])
-            if last is not None:  # never queue a new round before this one is done
-                with contextlib.suppress(Exception):
-                    await last
-
-    def _enqueue(
-        self, job: Callable[[list[Any]], Awaitable[None]], items: list[Any]
-    ) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._jobs.put_nowait((lambda: job(items), fut))
-        return fut
-
-    async def _refresh_devices(self, conns: list[Connection]) -> None:
-        """Restart the TTL of the devices still open (run by the ordered worker)."""
-        for conn in conns:
-            state = self.devices.get(conn)  # None: closed since; its removal is queued
-            if state is not None and conn.principal is not None:
-                key = f"presence:{conn.principal.user_id}"
-                await self.broker.presence_set(key, self._member(conn), state.encode(), self.ttl_s)
-
-    async def _refresh_users(self, users: list[str]) -> None:
-        """Re-read followed users (a dead node's devices expire) and publish changes."""
-        for user in users:
-            if user in self._watch:
-                await self._recompute(user)
-
-    # -- following ----------------------------------------------------------------------
-    def _on_change(self, topic: str, payload: bytes) -> None:
-        data = msgpack.unpackb(payload, raw=False)
-        user = data.get("user")
-        watch = self._watch.get(user)
-        if watch is None:
-            return
-        self._published[user] = (data.get("state"), data.get("last_seen"))
-        event = Event(ch=topic, seq=0, kind="presence", data=data)
-        frames: dict[bool, bytes | str] = {}
-        for conn in list(watch.conns):
-            binary = conn.codec.binary
-            if binary not in frames:
-                frames[binary] = (_MSGPACK if binary else _JSON).encode(event)
-            conn.send_frame(frames[binary], "event", Delivery.COALESCE, key=topic)
-
-    async def _watch_user(self, conn: Connection, user: str) -> None:
-        """Follow ``user`` for ``conn``; returns once the subscription is active."""
-        while True:
-            watch = self._watch.get(user)
-            if watch is None:
-                watch = self._watch[user] = _Watch()
-                watch.conns.add(conn)
-                try:
-                    watch.subscription = await self.broker.subscribe(
-                        f"presence:{user}", self._on_change
-                    )
-                except BaseException:
-                    if self._watch.get(user) is watch:
-                        del self._watch[user]
-                    raise
-                finally:
-                    watch.ready.set()
-                break
-            await watch.ready.wait()
-            if self._watch.get(user) is watch:
-                break
-            # its subscribe failed and it was dropped: start over (and subscribe ourselves)
-        watch.conns.add(conn)
-        self._conn_watch.setdefault(conn, set()).add(user)
-
-    def _unwatch(self, conn: Connection, user: str) -> None:
-        watch = self._watch.get(user)
-        if watch is None:
-            return
-        watch.conns.discard(conn)
-        if not watch.conns:
-            del self._watch[user]
-            sub = watch.subscription
-            if sub is not None:
-                self._jobs.put_nowait((lambda: self.broker.unsubscribe(sub), None))
-
-    # -- visibility ------------------------------------------------------------------------
+    # -- visibility -----------------------------------------------------------------------
     async def _contacts(self, viewer: policy.Subject) -> list[str]:
         me = viewer.user_id
         rels = await self.facts.relationships_of([me])
@@ -343,22 +185,19 @@ class PresenceService:
                 action=action, result=AuditResult.OK if reason is None else AuditResult.DENIED,
                 actor=p.user_id, acting_for=p.acting_for, role=p.role, org=p.org_id,
                 target_type="presence", target_id=audit_id(target), reason=reason,
-                source=ctx.connection.client_address, request_id=ctx.connection.conn_id,
+                source=ctx.peer.client_address, request_id=ctx.peer.conn_id,
             )
         )  # fmt: skip
 
-    # -- handlers ---------------------------------------------------------------------------
+    # -- handlers ------------------------------------------------------------------------
     async def set_state(self, ctx: RequestContext, msg: PresenceSet) -> dict[str, Any]:
-        """Set this device's state; answers the user's combined state."""
-        conn = ctx.connection
-        self.devices[conn] = msg.state
-        fut: asyncio.Future[PresenceState] = asyncio.get_running_loop().create_future()
-        user, member = ctx.principal.user_id, self._member(conn)
-        self._jobs.put_nowait((lambda: self._set(user, member, msg.state), fut))
+        """Set this device's state; answers the user's combined state once written."""
         try:
-            ps = await fut
+            ps = await self.devices.set(ctx.peer, msg.state)
         except BrokerError as exc:
-            raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
+            raise HandlerError(
+                ErrorCode.UNAVAILABLE, "broker unavailable", retry_after_s=1.0
+            ) from exc
         return {"state": ps.state}
 
     async def get(self, ctx: RequestContext, msg: PresenceGet) -> dict[str, Any]:
@@ -369,36 +208,46 @@ class PresenceService:
 
     async def subscribe(self, ctx: RequestContext, msg: PresenceSubscribe) -> dict[str, Any]:
         """Follow the visible users asked; a snapshot now, changes as events."""
-        conn = ctx.connection
+        peer = ctx.peer
         allowed, refused = await self._visible(ctx, msg.users, msg.contacts)
-        already = self._conn_watch.get(conn, set())
-        if len(already | set(allowed)) > MAX_WATCHED_PER_SOCKET:
+        mine = self._watching.setdefault(peer, set())
+        fresh = [u for u in allowed if u not in mine]
+        if len(mine) + len(fresh) > MAX_WATCHED_PER_SOCKET:
             raise HandlerError(ErrorCode.BAD_REQUEST, f"at most {MAX_WATCHED_PER_SOCKET} users")
         try:
-            for user in allowed:
-                await self._watch_user(conn, user)
+            await self.channels.attach_many(peer, [presence_key(u) for u in fresh])
         except BrokerError as exc:
-            raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
+            raise HandlerError(
+                ErrorCode.UNAVAILABLE, "broker unavailable", retry_after_s=1.0
+            ) from exc
+        if peer.closing:
+            return {"presence": [], "refused": refused}  # closed meanwhile: nothing to follow
+        for user in fresh:
+            mine.add(user)
+            self._watched[user] = self._watched.get(user, 0) + 1
         self._audit(ctx, AuditAction.SUBSCRIBE, ctx.principal.user_id)
         return await self._snapshot(allowed, refused)
 
     async def unsubscribe(self, ctx: RequestContext, msg: PresenceUnsubscribe) -> dict[str, Any]:
         """Stop following some (or all) users."""
-        conn = ctx.connection
-        mine = self._conn_watch.get(conn, set())
+        peer = ctx.peer
+        mine = self._watching.get(peer, set())
         for user in list(msg.users or mine):
             if user in mine:
                 mine.discard(user)
-                self._unwatch(conn, user)
+                self._unwatched(user)
+                self.channels.detach(peer, presence_key(user))
         return {}
 
     async def _snapshot(self, allowed: list[str], refused: list[str]) -> dict[str, Any]:
         try:
-            states = [msgspec.to_builtins(await self.state_of(u)) for u in allowed]
+            states = await self.devices.states(allowed)
         except BrokerError as exc:
-            raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
-        return {"presence": states, "refused": refused}
+            raise HandlerError(
+                ErrorCode.UNAVAILABLE, "broker unavailable", retry_after_s=1.0
+            ) from exc
+        return {"presence": [msgspec.to_builtins(states[u]) for u in allowed], "refused": refused}
 
 
-async def _noop() -> None:
-    return None
+def _unavailable() -> HandlerError:
+    return HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable", retry_after_s=1.0)

@@ -19,12 +19,9 @@ A retired entry is ``"<key_id>:<base64 of 32 bytes>"``. Errors are
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from server.security.crypto import KEY_ID_PATTERN, CryptoError, Keyring, decode_key
-
-if TYPE_CHECKING:
-    from server.config import Settings
 
 Ring = Literal["audit", "at_rest", "totp"]
 
@@ -63,10 +60,13 @@ def parse_retired(entries: Sequence[str], current_id: str, setting: str) -> dict
     return out
 
 
-def ring_keys(settings: Settings, ring: Ring) -> tuple[str, dict[str, bytes]]:
+def ring_keys(settings: object, ring: Ring) -> tuple[str, dict[str, bytes]]:
     """``(current key id, {key_id: key})`` of ``ring``: the current key first, then retired.
 
-    ``settings`` must hold the secrets (``ensure_secrets``). Raises
+    ``settings`` is any object with the fields named in :data:`FIELDS` (the
+    process's ``server.config.Settings``; this module does not import the
+    configuration, which imports it). It must hold the secrets
+    (``ensure_secrets``). Raises
     :class:`CryptoError` for a missing or malformed key.
     """
     id_field, key_field, retired_field = FIELDS[ring]
@@ -82,7 +82,7 @@ def ring_keys(settings: Settings, ring: Ring) -> tuple[str, dict[str, bytes]]:
     return current_id, keys
 
 
-def aead_keyring(settings: Settings, ring: Literal["at_rest", "totp"]) -> Keyring:
+def aead_keyring(settings: object, ring: Literal["at_rest", "totp"]) -> Keyring:
     """The AES-GCM :class:`Keyring` of ``ring``: seals with the current key, opens with all."""
     current_id, keys = ring_keys(settings, ring)
     return Keyring(keys, current_id)

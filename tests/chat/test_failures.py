@@ -11,10 +11,12 @@ import sqlalchemy as sa
 from protocol.chat import ChatCreate, ChatHistory, ChatSync
 from protocol.errors import ErrorCode
 from protocol.presence import PresenceGet
+from server.audit.events import INVALID_ID, audit_id
 from server.broker.base import BrokerError
 from server.chat import store
-from server.chat.access import INVALID_ID, audit_id
-from server.connection import Connection
+from server.chat.service import Chat
+from server.peer import Peer
+from server.presence.service import Presence
 from server.router import HandlerError, RequestContext
 from server.store.schema import audit_log
 from tests.chat.helpers import peer
@@ -132,20 +134,20 @@ async def test_handlers_given_ids_the_audit_rejects_answer_their_proper_code(
     hub: RunningHub,
 ) -> None:
     """The decoder refuses such ids now; the handlers must not rely on it."""
-    realtime = hub.components.realtime
-    assert realtime is not None
+    caps = hub.components.capabilities
+    presence, chat = cast(Presence, caps.get("presence")), cast(Chat, caps.get("chat"))
     conn = SimpleNamespace(client_address="127.0.0.1", conn_id="conn-1")
-    ctx = RequestContext(cast(Connection, conn), principal("alice"), 1)
-    got = await realtime.presence.get(ctx, PresenceGet(id=1, users=["bob smith"]))
+    ctx = RequestContext(cast(Peer, conn), principal("alice"), 1)
+    got = await presence.get(ctx, PresenceGet(id=1, users=["bob smith"]))
     assert got == {"presence": [], "refused": ["bob smith"]}
     for call in (
-        realtime.chat.sync(ctx, ChatSync(id=2, conv="-x")),
-        realtime.chat.history(ctx, ChatHistory(id=3, conv="-x")),
+        chat.sync(ctx, ChatSync(id=2, conv="-x")),
+        chat.history(ctx, ChatHistory(id=3, conv="-x")),
     ):
         with pytest.raises(HandlerError) as info:
             await call
         assert info.value.code == ErrorCode.NOT_FOUND
     with pytest.raises(HandlerError) as info:
-        await realtime.chat.create(ctx, ChatCreate(id=4, kind="group", members=["-x"]))
+        await chat.create(ctx, ChatCreate(id=4, kind="group", members=["-x"]))
     assert info.value.code == ErrorCode.FORBIDDEN
     assert await denied_targets(hub, "alice") == {INVALID_ID}
