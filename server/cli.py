@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medhub`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.umask(0o077)  # every file medhub creates (database, secrets, exports) is private
     try:
         settings = load_settings(config_file=args.config)
     except ConfigError as exc:
