@@ -13,7 +13,16 @@
 SVG with ``--qr FILE``), asks for the first code, and prints the recovery
 codes once. ``login`` asks for the password, then the TOTP code, and stores the session
 token in ``$XDG_CONFIG_HOME/medhub/session.json`` (default ``~/.config``),
-mode 0600. Exit codes: 0 ok, 1 refused (sign-in or hub error), 2 usage.
+mode 0600.
+
+Errors a user can cause print one line on stderr saying what to do, never a
+traceback. Exit codes: 0 ok; 1 refused (sign-in refused, session ended: log in
+again, or an ``error`` from the hub); 2 usage; 3 no connection (the hub is
+unreachable or dropped the connection: check ``--server`` or try again).
+Commands give up connecting after ``--connect-timeout`` seconds (default 10).
+Once ``tail`` is connected it survives hub restarts and network drops: it
+reconnects by itself (one line on stderr when the connection is lost and one
+when it is back) and misses nothing; it ends only on Ctrl-C or a session end.
 """
 
 from __future__ import annotations
@@ -24,17 +33,25 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clients.accounts import api_url
 from clients.sdk import (
-    HubError,
     MedhubClient,
+    MedhubError,
+    SessionEndedError,
     SignInError,
+    TransportError,
+    UnconfirmedError,
     accept_invitation,
     confirm_enrolment,
     sign_in,
 )
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+SESSION_CLOSE = 4010  # protocol/SPEC.md section 12: session revoked, or rights changed
 
 
 def session_path() -> Path:
@@ -67,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medhub-chat", description=__doc__.split("\n")[0])
     p.add_argument("--server", help="hub base URL (default: the one you logged in to)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    p.add_argument(
+        "--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="give up connecting after this many seconds (default 10)",
+    )  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     enrol = sub.add_parser("enrol", help="first sign-in with a one-time code: password + TOTP")
     enrol.add_argument("code", help="the one-time invitation or enrolment code")
@@ -79,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="send a message")
     send.add_argument("conv")
     send.add_argument("text")
+    send.add_argument(
+        "--id", dest="client_msg_id", default=None,
+        help="client message id: sending again with the same id never duplicates",
+    )  # fmt: skip
     tail = sub.add_parser("tail", help="print a conversation's events as they come")
     tail.add_argument("conv")
     tail.add_argument("--after", type=int, default=None, help="replay after this seq")
@@ -86,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _login(args: argparse.Namespace, password: str, code: str) -> int:
-    server = args.server or "http://127.0.0.1:8000"
+    server = args.server or DEFAULT_SERVER
     info = await sign_in(server, args.email, password, code)
     path = save_session(server, info.token)
     print(f"signed in as {info.user_id} ({info.role}, {info.org_id}); session saved to {path}")
@@ -95,7 +120,7 @@ async def _login(args: argparse.Namespace, password: str, code: str) -> int:
 
 def _enrol(args: argparse.Namespace) -> int:
     """Interactive first sign-in; the prompts run outside the event loop."""
-    server = args.server or "http://127.0.0.1:8000"
+    server = args.server or DEFAULT_SERVER
     password = getpass.getpass("New password (12+ characters, 4 classes): ")
     if getpass.getpass("Again: ") != password:
         print("medhub-chat: the passwords differ", file=sys.stderr)
@@ -133,11 +158,34 @@ def _show(event: Any, as_json: bool) -> None:
         print(f"({event.kind}) {data}", flush=True)
 
 
+def _status_printer() -> tuple[Callable[[MedhubError, float], None], Callable[[], None]]:
+    """``on_retry`` / ``on_connected`` callbacks for ``tail``: one line per state change."""
+    state = {"up": False, "seen": False}
+
+    def on_retry(error: MedhubError, delay_s: float) -> None:
+        if isinstance(error, TransportError) and error.close_code == SESSION_CLOSE:
+            return  # rights changed (back at once) or session ended (the last line says so)
+        if state["up"]:
+            state["up"] = False
+            print(f"medhub-chat: connection lost ({_detail(error)}); reconnecting",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    def on_connected() -> None:
+        if not state["up"] and state["seen"]:
+            print("medhub-chat: reconnected", file=sys.stderr, flush=True)
+        state["up"] = state["seen"] = True
+
+    return on_retry, on_connected
+
+
 async def _connected(args: argparse.Namespace) -> int:
     stored = load_session()
-    client = MedhubClient(args.server or stored["server"], token=stored["token"])
-    await client.connect()
+    args.server = args.server or stored["server"]
+    client = MedhubClient(args.server, token=stored["token"])
+    if args.command == "tail":
+        client.on_retry, client.on_connected = _status_printer()
     try:
+        await client.connect(timeout_s=args.connect_timeout)
         if args.command == "presence":
             states = await client.presence(args.user, contacts=not args.user)
             for s in states:
@@ -149,7 +197,7 @@ async def _connected(args: argparse.Namespace) -> int:
                     f"{c['conv']}  {c['kind']:<12} unread {c['unread']:<4} {c.get('title') or ''}"
                 )
         elif args.command == "send":
-            print(await client.send_message(args.conv, args.text))
+            print(await client.send_message(args.conv, args.text, client_msg_id=args.client_msg_id))
         elif args.command == "tail":
             if args.after is None:
                 last = next(
@@ -165,9 +213,42 @@ async def _connected(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detail(exc: BaseException) -> str:
+    """The innermost SDK error's message (what actually failed), on one line."""
+    while isinstance(exc.__cause__, MedhubError):
+        exc = exc.__cause__
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _explain(exc: MedhubError, args: argparse.Namespace) -> tuple[str, int]:
+    """The one line to print for ``exc``, and the exit status."""
+    server = args.server or DEFAULT_SERVER
+    if isinstance(exc, SessionEndedError):
+        if exc.code == "password_expired":
+            return "your password has expired: change it, then run `medhub-chat login`", 1
+        return "your session has ended (logged out, expired or revoked): run `medhub-chat login`", 1
+    if isinstance(exc, UnconfirmedError):
+        again = f"medhub-chat send --id {exc.client_msg_id} {args.conv} ..."
+        return f"message not confirmed (no connection); send it again with `{again}`", 3
+    if isinstance(exc, TransportError):
+        return (
+            f"no connection to the hub at {server} ({_detail(exc)}); "
+            "check --server, or try again later"
+        ), 3
+    if isinstance(exc, SignInError) and exc.retryable:
+        return f"{exc}; try again later", 3
+    return str(exc), 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``medhub-chat``."""
-    args = _parser().parse_args(argv)
+    """Entry point of ``medhub-chat``; returns the exit status (see the module docstring)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.server is not None:
+        try:
+            api_url(args.server)
+        except ValueError:
+            parser.error(f"--server must be an http:// or https:// URL, not {args.server!r}")
     try:
         if args.command == "enrol":
             return _enrol(args)
@@ -176,9 +257,13 @@ def main(argv: list[str] | None = None) -> int:
             code = input("TOTP code: ").strip()
             return asyncio.run(_login(args, password, code))
         return asyncio.run(_connected(args))
-    except (SignInError, HubError) as exc:
-        print(f"medhub-chat: {exc}", file=sys.stderr)
-        return 1
+    except MedhubError as exc:
+        line, status = _explain(exc, args)
+        print(f"medhub-chat: {line}", file=sys.stderr)
+        return status
+    except EOFError:
+        print("medhub-chat: input ended before the prompt was answered", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
 
