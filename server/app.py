@@ -9,6 +9,7 @@ and closes them in reverse order.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -65,6 +66,20 @@ class Components:
     capabilities: Capabilities
 
 
+def tune_gc(thresholds: list[int]) -> None:
+    """Garbage collection for a long-running server (figures: docs/benchmarks.md).
+
+    Everything built at start-up (modules, components, caches) is moved to
+    the permanent generation (``gc.freeze``), so later full collections do
+    not walk it again; ``thresholds`` (gen0 allocations, gen1 and gen2
+    collections) make young collections rarer than CPython's default of 700.
+    """
+    gc.collect()
+    gc.freeze()
+    if thresholds:
+        gc.set_threshold(*thresholds)
+
+
 def build_components(
     settings: Settings,
     *,
@@ -96,6 +111,7 @@ def build_components(
         channels=channels,
         facts=AccountsFacts(database),
         audit=audit,
+        writer=audit,
         keys=settings_keyring(settings),
         registry=metrics.registry,
         supervisor=supervisor,
@@ -151,6 +167,7 @@ def build_app(
         await c.hub.start()
         await c.accounts.start(c.hub)
         await c.capabilities.start()
+        tune_gc(c.settings.gc_thresholds)
         if on_ready is not None:
             on_ready(c)
         log.info("hub ready", extra={"node": c.hub.node_id})
@@ -165,6 +182,7 @@ def build_app(
             await c.supervisor.close()
             await c.broker.close()
             await c.database.close()
+            gc.unfreeze()  # back to the young generations (tests run many hubs per process)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")

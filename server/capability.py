@@ -18,7 +18,8 @@ What a capability declares (class attributes, read without building it):
 
 What it receives (:class:`Node`, in :meth:`Capability.build`): the settings,
 the database, the broker, the node channel service, the shared accounts facts,
-the audit recorder, the at-rest keyring, the metrics registry and the
+the audit recorder, the node's write sequence (jobs committed with their
+audit entries, :mod:`server.store.jobs`), the at-rest keyring, the metrics registry and the
 supervisor of background tasks. It reaches other nodes only through the
 broker and the channels, and the database only through its stores.
 
@@ -51,6 +52,7 @@ from server.policy import Action
 from server.router import Router
 from server.security.crypto import Keyring
 from server.store.db import Database
+from server.store.jobs import JobWriter
 from server.supervise import Supervisor
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Node:
     channels: ChannelService
     facts: Facts
     audit: AuditRecorder
+    writer: JobWriter
     keys: Keyring
     registry: CollectorRegistry
     supervisor: Supervisor

@@ -57,6 +57,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     node_id: str = ""
     log_level: str = "info"
     log_json: bool = True
+    gc_thresholds: list[int] = msgspec.field(default_factory=lambda: [50000, 20, 100])
     trusted_proxies: list[str] = []
     allowed_origins: list[str] = msgspec.field(
         default_factory=lambda: ["http://127.0.0.1:8000", "http://localhost:8000"]
@@ -165,6 +166,8 @@ FIELD_DOCS: dict[str, str] = {
     "node_id": "this process's id among hub nodes (default: hostname-pid)",
     "log_level": "debug | info | warning | error",
     "log_json": "structured JSON log lines (true) or plain text (false)",
+    "gc_thresholds": "garbage-collector thresholds (gen0 allocations, gen1 and gen2 runs; "
+    "list of 3 ints; empty: CPython's default); start-up objects are frozen either way",
     "trusted_proxies": "addresses whose X-Forwarded-For is believed (list of IPs)",
     "allowed_origins": "WebSocket/browser Origin allow-list (list of origins); others get 403; "
     "left at its default, medhub serve allows the origins of the address it serves "
@@ -307,6 +310,8 @@ def _check_ranges(s: Settings) -> None:
         value = getattr(s, name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"{name} must be > 0 (got {value})")
+    if s.gc_thresholds and (len(s.gc_thresholds) != 3 or min(s.gc_thresholds) < 1):
+        raise ConfigError("gc_thresholds must be empty or three integers >= 1")
     if s.broker not in ("memory", "redis"):
         raise ConfigError(f"broker must be memory or redis (got {s.broker!r})")
     if s.ws_max_frame_bytes > s.ws_hard_max_frame_bytes:

@@ -5,7 +5,8 @@ relationships around them (``follows``, ``consultation`` with its id), and the
 colleagues of an organisation. Decisions are not made here: they are
 :mod:`server.policy` (rule 5).
 
-:class:`AccountsFacts` reads the accounts tables (read-only transactions).
+:class:`AccountsFacts` reads the accounts tables (read-only transactions, one
+hand-off to a database thread each: :meth:`server.store.db.Database.run`).
 Raises SQLAlchemy errors from the driver only.
 """
 
@@ -81,8 +82,7 @@ class AccountsFacts:
             return {}
         c = users.c
         query = sa.select(c.id, c.org_id, c.role).where(c.id.in_(wanted), c.status == "active")
-        async with self._db.begin(readonly=True) as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.run(lambda c: c.execute(query).all(), readonly=True)
         return {r.id: UserFact(r.id, r.org_id, r.role) for r in rows}
 
     async def delegations_of(self, user_ids: Iterable[str]) -> frozenset[Delegation]:
@@ -94,8 +94,7 @@ class AccountsFacts:
             sa.or_(c.delegate_id.in_(wanted), c.practitioner_id.in_(wanted)),
             c.revoked_us.is_(None),
         )
-        async with self._db.begin(readonly=True) as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.run(lambda c: c.execute(query).all(), readonly=True)
         return frozenset(
             Delegation(
                 r.practitioner_id, r.delegate_id,
@@ -112,8 +111,7 @@ class AccountsFacts:
         query = sa.select(care_relationships).where(
             sa.or_(c.actor_id.in_(wanted), c.patient_id.in_(wanted)), c.ended_us.is_(None)
         )
-        async with self._db.begin(readonly=True) as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.run(lambda c: c.execute(query).all(), readonly=True)
         return frozenset(
             Relationship(r.kind, r.actor_id, r.patient_id, r.ref_id, r.org_id) for r in rows
         )
@@ -125,8 +123,7 @@ class AccountsFacts:
             c.ref_id == consultation_id,
             c.ended_us.is_(None),
         )
-        async with self._db.begin(readonly=True) as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.run(lambda c: c.execute(query).all(), readonly=True)
         if not rows:
             return None
         patients = {(r.patient_id, r.org_id) for r in rows}
@@ -143,8 +140,7 @@ class AccountsFacts:
             .order_by(c.id)
             .limit(MAX_CONTACTS)
         )
-        async with self._db.begin(readonly=True) as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.run(lambda c: c.execute(query).all(), readonly=True)
         return [UserFact(r.id, r.org_id, r.role) for r in rows]
 
 

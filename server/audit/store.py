@@ -1,7 +1,8 @@
 """SQL for the audit trail (SQLAlchemy Core; identical on SQLite and PostgreSQL).
 
-Every function takes an ``AsyncConnection`` already inside a transaction
-(``async with db.begin() as conn``) except the ``iter_*`` helpers, which open
+Every function takes a connection already inside a transaction (the writer's
+``lock_head`` and ``append`` a synchronous one, in ``Database.run``; the
+others an ``AsyncConnection``) except the ``iter_*`` helpers, which open
 short read transactions per page so that a long verification or export never
 holds a lock or a snapshot for long. SQL errors propagate unchanged.
 """
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.audit.chain import Checkpoint, CheckpointKind, Entry
@@ -27,7 +29,7 @@ def _entry(row: sa.Row[Any]) -> Entry:
     return Entry(**row._mapping)
 
 
-async def lock_head(conn: AsyncConnection) -> tuple[int, bytes]:
+def lock_head(conn: Connection) -> tuple[int, bytes]:
     """The chain head ``(seq, tag)``, locked until the transaction ends.
 
     PostgreSQL takes a row lock (``FOR UPDATE``); SQLite ignores the clause but
@@ -37,7 +39,7 @@ async def lock_head(conn: AsyncConnection) -> tuple[int, bytes]:
     stmt = sa.select(audit_chain_head.c.seq, audit_chain_head.c.tag).where(
         audit_chain_head.c.id == 1
     )
-    row = (await conn.execute(stmt.with_for_update())).first()
+    row = conn.execute(stmt.with_for_update()).first()
     if row is None:
         raise LookupError("audit_chain_head row missing: run medhub migrate")
     return int(row.seq), bytes(row.tag)
@@ -52,13 +54,16 @@ async def read_head(conn: AsyncConnection) -> tuple[int, bytes]:
     return int(row.seq), bytes(row.tag)
 
 
-async def append(conn: AsyncConnection, entries: Sequence[Entry], now_us: int) -> None:
-    """Insert sealed ``entries`` (consecutive seqs after the locked head) and move the head."""
+def append(conn: Connection, entries: Sequence[Entry], now_us: int) -> None:
+    """Insert sealed ``entries`` (consecutive seqs after the locked head) and move the head.
+
+    Synchronous (the writer's transaction, :meth:`server.store.db.Database.run`).
+    """
     if not entries:
         return
-    await conn.execute(audit_log.insert(), [e._asdict() for e in entries])
+    conn.execute(audit_log.insert(), [e._asdict() for e in entries])
     last = entries[-1]
-    await conn.execute(
+    conn.execute(
         audit_chain_head.update()
         .where(audit_chain_head.c.id == 1)
         .values(seq=last.seq, tag=last.tag, updated_us=now_us)

@@ -10,13 +10,25 @@ Usage (the composition root)::
     ...
     await trail.close()   # after the connections are closed: flushes everything
 
+The trail's writer is the node's one write sequence: capabilities hand it
+:class:`~server.store.jobs.WriteJob` s (:meth:`AuditTrail.submit`, chat
+batches) and it commits them in the same transaction as the pending audit
+entries, with the audit events the jobs return (a chat message and its
+``create`` entry commit together, or neither does).
+
 Guarantees:
 
 * ``record`` appends to an in-memory queue and returns (no I/O, no await). A
   background task commits batches of up to ``batch_max`` entries, waiting at
-  most ``flush_interval_ms`` to fill one (less when a durable entry, a flush or
-  close is waiting). Each batch is one transaction that locks the chain head,
-  so several processes writing the same database still form one chain.
+  most ``flush_interval_ms`` to fill one when only audit entries are waiting
+  (not at all when a job, a durable entry, a flush or close is waiting). Each
+  batch is one transaction (:meth:`server.store.db.Database.run`: one hand-off
+  to the database thread) that locks the chain head, so several processes
+  writing the same database still form one chain. Entries are encoded before
+  the transaction takes the lock; inside it, only the HMAC chain is computed.
+* A job fails with the transaction it was in (its clients retry, e.g. a chat
+  send with the same client id); the audit entries of that transaction are
+  retried without it.
 * ``record`` never drops an entry. Past ``queue_max`` queued entries it still
   accepts, counts ``stats.overflow`` and reports ``saturated`` (for /readyz);
   ``record_durable`` and :meth:`wait_capacity` wait until the queue is below
@@ -43,6 +55,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.audit import chain, store
@@ -50,6 +63,7 @@ from server.audit.checkpoints import CheckpointSink, FileCheckpointSink
 from server.audit.events import ID_PATTERN, AuditEvent
 from server.audit.keys import current_key
 from server.store.db import Database
+from server.store.jobs import WriteJob
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -131,6 +145,7 @@ class AuditTrail:
         self._ckpt_every, self._ckpt_interval = checkpoint_every, checkpoint_interval_s
         self._retry_max = retry_max_s
         self._queue: deque[_Item] = deque()
+        self._jobs: list[WriteJob] = []
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
@@ -188,6 +203,17 @@ class AuditTrail:
             self._space.clear()
             if n > self._queue_max:
                 self._overflow += 1
+
+    def submit(self, job: WriteJob) -> None:
+        """Queue ``job`` for the next transaction, with the pending audit entries; O(1).
+
+        Raises :class:`AuditClosedError` once :meth:`close` has begun and
+        :class:`AuditWriteError` if the writer died: the job was NOT queued.
+        """
+        if not self._accepting:
+            self._refuse()
+        self._jobs.append(job)
+        self._wake.set()
 
     async def record_durable(self, event: AuditEvent) -> int:
         """Record ``event`` and return its seq once it is committed and checkpointed.
@@ -289,7 +315,7 @@ class AuditTrail:
         return True
 
     def _urgent(self) -> bool:
-        return bool(self._durable_pending or self._flush_waiters or self._closing)
+        return bool(self._jobs or self._durable_pending or self._flush_waiters or self._closing)
 
     async def _run(self) -> None:
         try:
@@ -306,7 +332,7 @@ class AuditTrail:
         loop = asyncio.get_running_loop()
         queue = self._queue
         while True:
-            if not queue:
+            if not queue and not self._jobs:
                 if self._flush_waiters:
                     await self._checkpoint()
                     self._resolve_flushes()
@@ -324,22 +350,39 @@ class AuditTrail:
             batch = [queue.popleft() for _ in range(min(len(queue), self._batch_max))]
             if len(queue) < self._queue_max:
                 self._space.set()
-            await self._write(batch, loop)
+            jobs, self._jobs = self._jobs, []
+            for job in jobs:
+                job.taken()
+            await self._write(batch, jobs, loop)
 
-    async def _write(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+    async def _write(
+        self, batch: list[_Item], jobs: list[WriteJob], loop: asyncio.AbstractEventLoop
+    ) -> None:
         delay = 0.05
         while True:
             try:
-                entries = await self._commit(batch)
+                entries = await self._commit(batch, jobs)
                 break
-            except (SQLAlchemyError, OSError) as exc:
+            except Exception as exc:  # the database, or a job's own failure
                 self._errors += 1
                 log.error(
-                    "audit batch write failed, retrying",
-                    extra={"error": type(exc).__name__, "entries": len(batch), "retry_s": delay},
-                )
+                    "write transaction failed",
+                    extra={
+                        "error": type(exc).__name__, "entries": len(batch), "jobs": len(jobs),
+                        "retry_s": delay if batch else None,
+                    },
+                )  # fmt: skip
+                failed, jobs = jobs, []
+                for job in failed:  # their clients retry; our entries are retried alone
+                    _call(job.failed, exc)
+                if not batch:
+                    return
+                if not isinstance(exc, SQLAlchemyError | OSError) and failed:
+                    continue  # a job broke the transaction: retry the entries at once
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
+        for job in jobs:
+            _call(job.done)
         self._committed += len(batch)
         self._batches += 1
         self._since_ckpt += len(batch)
@@ -357,23 +400,44 @@ class AuditTrail:
                 fut.set_result(seq)
         self._resolve_flushes()
 
-    async def _commit(self, batch: list[_Item]) -> list[chain.Entry]:
-        key, key_id, node, clock = self._key, self._key_id, self._node, self._clock
-        async with self._db.begin(durable=True) as conn:
-            seq, tag = await store.lock_head(conn)
-            entries: list[chain.Entry] = []
-            for ev, at, _ in batch:
+    def _entry(self, ev: AuditEvent, at: datetime) -> tuple[chain.Entry, bytes]:
+        """The entry of ``ev`` (seq and tag still unknown) and its canonical bytes."""
+        e = chain.Entry(
+            0, to_us(ev.at or at), self._node, ev.actor, ev.acting_for, ev.role, ev.org,
+            ev.action.value, ev.target_type, ev.target_id, ev.result.value, ev.reason,
+            ev.source, ev.request_id, self._key_id,
+        )  # fmt: skip
+        return e, chain.canonical(e)
+
+    async def _commit(self, batch: list[_Item], jobs: list[WriteJob]) -> list[chain.Entry]:
+        """One transaction: the jobs' writes, then every entry sealed onto the chain.
+
+        Returns the sealed entries of ``batch`` (the jobs' own entries follow them).
+        """
+        key, clock = self._key, self._clock
+        prepared: list[tuple[chain.Entry, bytes]] = []
+
+        def encode() -> None:  # before the transaction takes the lock
+            prepared.extend(self._entry(ev, at) for ev, at, _ in batch)
+
+        def transaction(conn: Connection) -> tuple[list[chain.Entry], int, bytes]:
+            extra: list[AuditEvent] = []
+            for job in jobs:
+                extra.extend(job.apply(conn))
+            now = clock()
+            todo = prepared + [self._entry(ev, now) for ev in extra]
+            seq, tag = store.lock_head(conn)
+            sealed: list[chain.Entry] = []
+            for e, body in todo:
                 seq += 1
-                e = chain.seal(key, tag, chain.Entry(
-                    seq, to_us(ev.at or at), node, ev.actor, ev.acting_for, ev.role, ev.org,
-                    ev.action.value, ev.target_type, ev.target_id, ev.result.value, ev.reason,
-                    ev.source, ev.request_id, key_id,
-                ))  # fmt: skip
-                tag = e.tag
-                entries.append(e)
-            await store.append(conn, entries, to_us(clock()))
+                tag = chain.compute_tag(key, tag, seq, body)
+                sealed.append(e._replace(seq=seq, tag=tag))
+            store.append(conn, sealed, to_us(clock()))
+            return sealed, seq, tag
+
+        sealed, seq, tag = await self._db.run(transaction, durable=True, before=encode)
         self._head_seq, self._head_tag = seq, tag
-        return entries
+        return sealed[: len(batch)]
 
     async def _checkpoint(self) -> None:
         """Write the head we last committed to the sink, if it moved since the last one."""
@@ -411,3 +475,11 @@ class AuditTrail:
         for _, _, fut in self._queue:
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
+
+
+def _call(callback: Callable[..., None], *args: object) -> None:
+    """Run a job's callback; a failure there is logged and never stops the writer."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("write job callback failed")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from protocol.errors import ErrorCode
@@ -40,20 +41,25 @@ class ChatAccess:
         self.ttl_s = ttl_s
         self._cache: dict[tuple[str, str | None, str, str], tuple[float, store.Conversation]] = {}
 
+    def event(
+        self, ctx: RequestContext, action: AuditAction, target_type: str, target_id: str,
+        reason: str | None = None, result: AuditResult = AuditResult.OK,
+    ) -> AuditEvent:  # fmt: skip
+        """The audit event of ``action`` on ``target_id`` (sanitised with :func:`audit_id`)."""
+        p = ctx.principal
+        return AuditEvent(
+            action=action, result=result, actor=p.user_id, acting_for=p.acting_for,
+            role=p.role, org=p.org_id, target_type=target_type,
+            target_id=audit_id(target_id), reason=reason,
+            source=ctx.peer.client_address, request_id=ctx.peer.conn_id,
+        )  # fmt: skip
+
     def audit(
         self, ctx: RequestContext, action: AuditAction, target_type: str, target_id: str,
         reason: str | None = None, result: AuditResult = AuditResult.OK,
     ) -> None:  # fmt: skip
-        """Record ``action`` on ``target_id`` (sanitised with :func:`audit_id`)."""
-        p = ctx.principal
-        self.recorder.record(
-            AuditEvent(
-                action=action, result=result, actor=p.user_id, acting_for=p.acting_for,
-                role=p.role, org=p.org_id, target_type=target_type,
-                target_id=audit_id(target_id), reason=reason,
-                source=ctx.peer.client_address, request_id=ctx.peer.conn_id,
-            )
-        )  # fmt: skip
+        """Record ``action`` on ``target_id`` now (reads and refusals; writes commit theirs)."""
+        self.recorder.record(self.event(ctx, action, target_type, target_id, reason, result))
 
     def deny(
         self, ctx: RequestContext, target_type: str, target_id: str, reason: str
@@ -88,10 +94,14 @@ class ChatAccess:
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        keys = self.keys
+
+        def read(c: Connection) -> tuple[store.Conversation | None, store.Member | None]:
+            conv = store.conversation(c, keys, conv_id)
+            return conv, store.member(c, conv_id, p.user_id) if conv else None
+
         try:
-            async with self.db.begin(readonly=True) as conn:
-                conv = await store.conversation(conn, self.keys, conv_id)
-                mine = await store.member(conn, conv_id, p.user_id) if conv else None
+            conv, mine = await self.db.run(read, readonly=True)
             if conv is None:
                 raise self.deny_missing(ctx, conv_id)
             subject = await self.subject(ctx)

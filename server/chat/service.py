@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 import msgspec
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from protocol.chat import (
@@ -50,7 +51,7 @@ from protocol.errors import ErrorCode
 from protocol.messages import ClientMessage, Event
 from server import policy
 from server.audit.events import Action as AuditAction
-from server.audit.events import AuditRecorder
+from server.audit.events import AuditEvent, AuditRecorder
 from server.broker.base import BrokerError
 from server.capability import Capability, Node
 from server.channels import ChannelClass, ChannelService, encode_event, send_events
@@ -65,6 +66,7 @@ from server.router import Deferred, HandlerError, RequestContext, Router
 from server.security.crypto import Keyring
 from server.sendqueue import Delivery
 from server.store.db import Database
+from server.store.jobs import JobWriter, write
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,23 @@ log = logging.getLogger(__name__)
 ACCESS_TTL_S = 5.0
 #: Inbox notice kind telling a user's sockets that they are a member of a new conversation.
 CREATED = "chat.conversation"
+
+
+#: Bytes of events one history page or sync step carries at most (text and overhead):
+#: a page never fills a socket's send queue (``ws_send_queue_max_bytes``).
+PAGE_BYTES = 256 * 1024
+#: Bytes counted per event besides its text (ids, seq, times, framing).
+EVENT_OVERHEAD_BYTES = 200
+
+
+def page_fit(events: Sequence[ChatEvent], budget: int) -> int:
+    """How many of ``events`` (in order) fit in ``budget`` bytes; at least one."""
+    used = 0
+    for i, ev in enumerate(events):
+        used += EVENT_OVERHEAD_BYTES + (len(ev.text.encode()) if ev.text else 0)
+        if used > budget and i > 0:
+            return i
+    return len(events)
 
 
 def conv_of(channel: str) -> str:
@@ -87,17 +106,16 @@ class ChatRecovery:
 
     async def read_range(self, channel: str, after: int, until: int) -> list[tuple[int, bytes]]:
         """Committed events with ``after < seq < until``, as msgpack event frames."""
-        conv = conv_of(channel)
-        async with self.db.begin(readonly=True) as conn:
-            evs = await store.events(
-                conn, self.keys, conv, after=after, limit=max(until - after - 1, 1)
-            )
+        conv, keys, limit = conv_of(channel), self.keys, max(until - after - 1, 1)
+        evs = await self.db.run(
+            lambda c: store.events(c, keys, conv, after=after, limit=limit), readonly=True
+        )
         return [(e.seq, encode_event(channel, e.seq, e.kind, e)) for e in evs if e.seq < until]
 
     async def last_seqs(self, channels: Sequence[str]) -> dict[str, int]:
         """The last committed seq of each existing conversation among ``channels``."""
-        async with self.db.begin(readonly=True) as conn:
-            lasts = await store.last_seqs(conn, [conv_of(c) for c in channels])
+        convs = [conv_of(c) for c in channels]
+        lasts = await self.db.run(lambda c: store.last_seqs(c, convs), readonly=True)
         return {channel_of(conv): seq for conv, seq in lasts.items()}
 
 
@@ -119,22 +137,24 @@ class Chat(Capability):
         keys: Keyring,
         facts: Facts,
         audit: AuditRecorder,
+        writer: JobWriter,
         *,
         access_ttl_s: float = ACCESS_TTL_S,
-        durable: bool = True,
     ) -> None:
         self.db, self.keys, self.facts, self.audit = db, keys, facts, audit
         self.channels = channels
         self.broker = channels.broker
         channels.define(ChannelClass("conv", Delivery.RELIABLE, ChatRecovery(db, keys)))
         channels.on_inbox(CREATED, self._on_created)
-        self.writer = ChatWriter(db, keys, self._committed, durable=durable)
+        self.jobs = writer
+        self.writer = ChatWriter(writer, keys, self._committed)
         self.access = ChatAccess(db, keys, facts, audit, access_ttl_s)
+        self.page_bytes = PAGE_BYTES
 
     @classmethod
     def build(cls, node: Node) -> Self:
         """Chat over the node's database, channels and facts."""
-        return cls(node.database, node.channels, node.keys, node.facts, node.audit)
+        return cls(node.database, node.channels, node.keys, node.facts, node.audit, node.writer)
 
     def register(self, router: Router) -> None:
         """Route every chat request type to its handler."""
@@ -149,10 +169,6 @@ class Chat(Capability):
         router.add(ChatReceipt, self.receipt)
         router.add(ChatTyping, self.typing)
         router.add(ChatVersions, self.versions)
-
-    async def start(self) -> None:
-        """Start the batching writer."""
-        await self.writer.start()
 
     async def close(self) -> None:
         """Write what is queued (the channels publish it)."""
@@ -217,8 +233,6 @@ class Chat(Capability):
             if msg.kind == "direct":
                 direct_key = "|".join(sorted(members))
         conv_id, created = await self._insert(ctx, msg, members, patient, direct_key)
-        if created:
-            self.access.audit(ctx, AuditAction.CREATE, "conversation", conv_id)
         try:
             # a new conversation has nothing to replay (an old one: use chat.sync)
             await self.channels.attach(ctx.peer, channel_of(conv_id))
@@ -259,48 +273,50 @@ class Chat(Capability):
         self, ctx: RequestContext, msg: ChatCreate, members: dict[str, str],
         patient: str | None, direct_key: str | None,
     ) -> tuple[str, bool]:  # fmt: skip
-        p = ctx.principal
+        p, keys = ctx.principal, self.keys
+
+        def insert(conn: Connection) -> tuple[tuple[str, bool], list[AuditEvent]]:
+            existing = None
+            if direct_key is not None:
+                existing = store.find_conversation(conn, direct_key=direct_key)
+            elif msg.consultation is not None:
+                existing = store.find_conversation(conn, consultation_id=msg.consultation)
+            if existing is not None:
+                return (existing, False), []
+            conv_id = "c-" + secrets.token_hex(8)
+            store.create_conversation(
+                conn, keys, conv=conv_id, kind=msg.kind, org=p.org_id, created_by=p.user_id,
+                members=members, title=msg.title, consultation_id=msg.consultation,
+                patient_id=patient, direct_key=direct_key,
+            )  # fmt: skip
+            audit = self.access.event(ctx, AuditAction.CREATE, "conversation", conv_id)
+            return (conv_id, True), [audit]
+
         for _ in range(2):
             try:
-                async with self.db.begin() as conn:
-                    existing = None
-                    if direct_key is not None:
-                        existing = await store.find_conversation(conn, direct_key=direct_key)
-                    elif msg.consultation is not None:
-                        existing = await store.find_conversation(
-                            conn, consultation_id=msg.consultation
-                        )
-                    if existing is not None:
-                        return existing, False
-                    conv_id = "c-" + secrets.token_hex(8)
-                    await store.create_conversation(
-                        conn, self.keys, conv=conv_id, kind=msg.kind, org=p.org_id,
-                        created_by=p.user_id, members=members, title=msg.title,
-                        consultation_id=msg.consultation, patient_id=patient,
-                        direct_key=direct_key,
-                    )  # fmt: skip
-                    return conv_id, True
+                return await write(self.jobs, insert)
             except IntegrityError:
                 continue  # created concurrently by another request: find it
-            except SQLAlchemyError as exc:
-                raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
         raise HandlerError(ErrorCode.CONFLICT, "conversation created concurrently; retry")
 
     async def list(self, ctx: RequestContext, msg: ChatList) -> dict[str, Any]:
         """The caller's conversations with positions and unread counts."""
-        p = ctx.principal
-        async with self.db.begin(readonly=True) as conn:
-            rows = await store.conversations_of(conn, self.keys, p.user_id)
+        p, keys = ctx.principal, self.keys
+
+        def read(conn: Connection) -> list[dict[str, Any]]:
             out = []
-            for conv, me, unread in rows:
+            for conv, me, unread in store.conversations_of(conn, keys, p.user_id):
                 if conv.org != p.org_id:
                     continue
-                mem = [m.user_id for m in await store.members(conn, conv.id)]
+                mem = [m.user_id for m in store.members(conn, conv.id)]
                 out.append(
                     {"conv": conv.id, "kind": conv.kind, "title": conv.title, "members": mem,
                      "last_seq": conv.last_seq, "read_seq": me.read_seq,
                      "delivered_seq": me.delivered_seq, "unread": unread}
                 )  # fmt: skip
+            return out
+
+        out = await self.db.run(read, readonly=True)
         self.access.audit(ctx, AuditAction.READ, "conversation_list", p.user_id)
         return {"conversations": out}
 
@@ -312,65 +328,67 @@ class Chat(Capability):
         batch holding it commits, so one socket can have several sends in flight.
         """
         await self.access.authorise(ctx, msg.conv, Action.CHAT_WRITE)
+        audit = self.access.event(ctx, AuditAction.CREATE, "chat_message", "pending")
         try:
             fut = self.writer.submit(
-                msg.conv, ctx.principal.user_id, msg.client_msg_id, msg.text, msg.record
+                msg.conv, ctx.principal.user_id, msg.client_msg_id, msg.text, msg.record, audit
             )
         except WriterClosedError as exc:
-            raise HandlerError(ErrorCode.UNAVAILABLE, "message not stored; retry") from exc
-        return Deferred(self._sent(ctx, msg, fut))
+            raise _not_stored() from exc
+        return Deferred(self._sent(fut))
 
-    async def _sent(
-        self, ctx: RequestContext, msg: ChatSend, fut: asyncio.Future[Stored]
-    ) -> dict[str, Any]:
+    async def _sent(self, fut: asyncio.Future[Stored]) -> dict[str, Any]:
         try:
             stored = await fut
-        except LookupError as exc:
+        except store.NoSuchConversation as exc:
             raise HandlerError(ErrorCode.NOT_FOUND, "no such conversation") from exc
-        except (SQLAlchemyError, OSError, WriterClosedError, RuntimeError) as exc:
-            raise HandlerError(ErrorCode.UNAVAILABLE, "message not stored; retry") from exc
-        if not stored.duplicate:
-            self.access.audit(ctx, AuditAction.CREATE, "chat_message", f"{msg.conv}.{stored.seq}")
+        except (SQLAlchemyError, OSError, RuntimeError) as exc:
+            raise _not_stored() from exc
         return {"seq": stored.seq, "duplicate": stored.duplicate}
 
     async def edit(self, ctx: RequestContext, msg: ChatEdit) -> dict[str, Any]:
         """Edit my message (a version is kept)."""
         ev = await self._change(ctx, msg.conv, msg.seq, msg.client_msg_id, msg.text)
-        self.access.audit(ctx, AuditAction.UPDATE, "chat_message", f"{msg.conv}.{msg.seq}")
         return {"seq": ev.seq, "version": ev.version}
 
     async def delete(self, ctx: RequestContext, msg: ChatDelete) -> dict[str, Any]:
         """Delete my message (its versions are kept)."""
         ev = await self._change(ctx, msg.conv, msg.seq, msg.client_msg_id, None)
-        self.access.audit(ctx, AuditAction.DELETE, "chat_message", f"{msg.conv}.{msg.seq}")
         return {"seq": ev.seq}
 
     async def _change(
         self, ctx: RequestContext, conv: str, target: int, client_msg_id: str, text: str | None
     ) -> ChatEvent:
         await self.access.authorise(ctx, conv, Action.CHAT_WRITE)
+        keys, actor = self.keys, ctx.principal.user_id
+        action = AuditAction.UPDATE if text is not None else AuditAction.DELETE
+        audit = [self.access.event(ctx, action, "chat_message", f"{conv}.{target}")]
+
+        def change(c: Connection) -> tuple[ChatEvent, list[AuditEvent]]:
+            ev = store.change_message(
+                c, keys, conv=conv, target=target, actor=actor, client_msg_id=client_msg_id,
+                text=text,
+            )  # fmt: skip
+            return ev, audit
+
         try:
-            async with self.db.begin(durable=True) as conn:
-                ev = await store.change_message(
-                    conn, self.keys, conv=conv, target=target, actor=ctx.principal.user_id,
-                    client_msg_id=client_msg_id, text=text,
-                )  # fmt: skip
-        except LookupError as exc:
+            ev = await write(self.jobs, change)
+        except store.NoSuchMessage as exc:
             raise HandlerError(ErrorCode.NOT_FOUND, "no such message") from exc
-        except PermissionError as exc:
+        except store.NotTheAuthor as exc:
             raise self.access.deny(ctx, "chat_message", f"{conv}.{target}", "not_author") from exc
-        except ValueError as exc:
+        except store.AlreadyDeleted as exc:
             raise HandlerError(ErrorCode.BAD_REQUEST, "message already deleted") from exc
-        except SQLAlchemyError as exc:
-            raise HandlerError(ErrorCode.UNAVAILABLE, "not stored; retry") from exc
         self._committed(conv, [ev])
         return ev
 
     async def versions(self, ctx: RequestContext, msg: ChatVersions) -> dict[str, Any]:
         """Earlier versions of a message (who changed it, when, and the text before)."""
         await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
-        async with self.db.begin(readonly=True) as conn:
-            found = await store.versions(conn, self.keys, msg.conv, msg.seq)
+        keys = self.keys
+        found = await self.db.run(
+            lambda c: store.versions(c, keys, msg.conv, msg.seq), readonly=True
+        )
         self.access.audit(ctx, AuditAction.READ, "chat_message", f"{msg.conv}.{msg.seq}")
         return {"versions": found}
 
@@ -378,16 +396,20 @@ class Chat(Capability):
     async def history(self, ctx: RequestContext, msg: ChatHistory) -> dict[str, Any]:
         """A page of events before or after a seq, ascending."""
         await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
-        async with self.db.begin(readonly=True) as conn:
-            evs = await store.events(
-                conn, self.keys, msg.conv, after=msg.after, before=msg.before, limit=msg.limit + 1
-            )
-        more = len(evs) > msg.limit
-        evs = (
-            evs[: msg.limit]
-            if msg.after is not None
-            else evs[len(evs) - min(len(evs), msg.limit) :]
+        keys = self.keys
+        evs = await self.db.run(
+            lambda c: store.events(
+                c, keys, msg.conv, after=msg.after, before=msg.before, limit=msg.limit + 1
+            ),
+            readonly=True,
         )
+        more = len(evs) > msg.limit
+        forward = msg.after is not None
+        evs = evs[: msg.limit] if forward else evs[len(evs) - min(len(evs), msg.limit) :]
+        fit = page_fit(evs if forward else evs[::-1], self.page_bytes)
+        if fit < len(evs):  # cut by bytes: the client asks again from where it stopped
+            more = True
+            evs = evs[:fit] if forward else evs[len(evs) - fit :]
         self.access.audit(ctx, AuditAction.READ, "conversation", msg.conv)
         return {"events": [msgspec.to_builtins(e) for e in evs], "more": more}
 
@@ -405,17 +427,24 @@ class Chat(Capability):
             att = await self.channels.attach(peer, ch, buffering=True)
         except BrokerError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
+        keys = self.keys
+
+        def read(c: Connection) -> tuple[int, list[ChatEvent]]:
+            current = store.last_seqs(c, [msg.conv]).get(msg.conv, 0)
+            return current, store.events(
+                c, keys, msg.conv, after=msg.after_seq, limit=msg.limit + 1
+            )
+
         try:
-            async with self.db.begin(readonly=True) as db:
-                current = (await store.last_seqs(db, [msg.conv])).get(msg.conv, 0)
-                evs = await store.events(
-                    db, self.keys, msg.conv, after=msg.after_seq, limit=msg.limit + 1
-                )
-        except SQLAlchemyError as exc:
+            current, evs = await self.db.run(read, readonly=True)
+        except BaseException:
             self.channels.detach(peer, ch)
-            raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
+            raise
         caught_up = len(evs) <= msg.limit
         evs = evs[: msg.limit]
+        fit = page_fit(evs, self.page_bytes)
+        if fit < len(evs):  # cut by bytes: the client syncs again from the last seq
+            caught_up, evs = False, evs[:fit]
         if evs:
             send_events(peer, [(ev.seq, encode_event(ch, ev.seq, ev.kind, ev)) for ev in evs])
         # read before the events: any seq above it is either replayed or delivered live
@@ -437,17 +466,17 @@ class Chat(Capability):
         """Move my delivered / read position forward and tell the followers."""
         await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
         user = ctx.principal.user_id
+        audit = [self.access.event(ctx, AuditAction.UPDATE, "chat_receipt", msg.conv)]
         try:
-            async with self.db.begin() as db:
-                me = await store.advance_receipt(db, msg.conv, user, msg.kind, msg.seq)
-        except LookupError as exc:
+            me = await write(
+                self.jobs,
+                lambda c: (store.advance_receipt(c, msg.conv, user, msg.kind, msg.seq), audit),
+            )
+        except store.NotAMember as exc:
             raise HandlerError(ErrorCode.NOT_FOUND, "not a member") from exc
-        except SQLAlchemyError as exc:
-            raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
         data = {"user": user, "delivered_seq": me.delivered_seq, "read_seq": me.read_seq}
         ch = channel_of(msg.conv)
         self.channels.publish(ch, encode_event(ch, 0, "receipt", data))
-        self.access.audit(ctx, AuditAction.UPDATE, "chat_receipt", msg.conv)
         return {"delivered_seq": me.delivered_seq, "read_seq": me.read_seq}
 
     async def typing(self, ctx: RequestContext, msg: ChatTyping) -> dict[str, Any]:
@@ -464,3 +493,7 @@ class Chat(Capability):
         except BrokerError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "broker unavailable") from exc
         return {"forwarded": fresh}
+
+
+def _not_stored() -> HandlerError:
+    return HandlerError(ErrorCode.UNAVAILABLE, "message not stored; retry", retry_after_s=1.0)

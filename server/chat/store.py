@@ -1,9 +1,10 @@
 """Chat storage: SQL for conversations, members and the per-conversation event log.
 
-Every function takes an open ``AsyncConnection`` inside a transaction (the
-caller owns it: ``async with db.begin() as conn``) so several steps commit
-together. Text is sealed with the :class:`~server.security.crypto.Keyring`
-under AAD ``chat_message.body.<conv>:<seq>`` (versions: ``...:<seq>:<version>``).
+Every function is synchronous and takes an open ``Connection`` inside a
+transaction (the caller owns it: ``await db.run(lambda conn: ...)``, one
+hand-off per transaction) so several steps commit together. Text is sealed
+with the :class:`~server.security.crypto.Keyring` under AAD
+``chat_message.body.<conv>:<seq>`` (versions: ``...:<seq>:<version>``).
 
 Sequence numbers are allocated by :func:`allocate` with ``UPDATE ... SET
 last_seq = last_seq + n RETURNING last_seq`` in the transaction that inserts
@@ -11,8 +12,10 @@ the events: the row lock (PostgreSQL) or the write lock (SQLite ``BEGIN
 IMMEDIATE``) serialises allocators, so committed seqs of a conversation are
 always contiguous from 1 and no two nodes ever hand out the same one.
 
-Raises SQLAlchemy errors from the driver, and ``CryptoError`` for a body that
-does not open.
+Domain outcomes are their own exceptions (:class:`ChatStoreError` and its
+subclasses), never built-in ones: a body that does not open raises
+``CryptoError`` (an integrity incident, never "not found" or "deleted").
+Driver failures raise SQLAlchemy errors (or ``OSError``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,39 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from protocol.chat import ChatEvent
 from server.chat.tables import chat_conversation, chat_member, chat_message, chat_message_version
 from server.security.crypto import Keyring, aad
+
+
+class ChatStoreError(Exception):
+    """A chat store outcome the caller answers with a catalogued code."""
+
+
+class NoSuchConversation(ChatStoreError):
+    """The conversation does not exist."""
+
+
+class NotAMember(ChatStoreError):
+    """The user is not a member of the conversation."""
+
+
+class NoSuchMessage(ChatStoreError):
+    """No message with that seq in the conversation."""
+
+
+class NotTheAuthor(ChatStoreError):
+    """Only a message's author may edit or delete it."""
+
+
+class AlreadyDeleted(ChatStoreError):
+    """The message was deleted before."""
+
+
+#: Keys looked up per duplicate-check query (three bound values each).
+_KEYS_PER_QUERY = 200
 
 
 def now_us() -> int:
@@ -63,20 +94,18 @@ class Member:
 
 
 # -- conversations -------------------------------------------------------------------
-async def conversation(conn: AsyncConnection, keys: Keyring, conv: str) -> Conversation | None:
+def conversation(conn: Connection, keys: Keyring, conv: str) -> Conversation | None:
     """The conversation ``conv``, or None."""
-    row = (
-        await conn.execute(sa.select(chat_conversation).where(chat_conversation.c.id == conv))
-    ).first()
+    row = (conn.execute(sa.select(chat_conversation).where(chat_conversation.c.id == conv))).first()
     return None if row is None else _conv(keys, row)
 
 
-async def last_seqs(conn: AsyncConnection, convs: Sequence[str]) -> dict[str, int]:
+def last_seqs(conn: Connection, convs: Sequence[str]) -> dict[str, int]:
     """The last seq of each existing conversation among ``convs`` (one query)."""
     if not convs:
         return {}
     c = chat_conversation.c
-    rows = await conn.execute(sa.select(c.id, c.last_seq).where(c.id.in_(list(convs))))
+    rows = conn.execute(sa.select(c.id, c.last_seq).where(c.id.in_(list(convs))))
     return {str(r.id): int(r.last_seq) for r in rows}
 
 
@@ -99,8 +128,8 @@ def _conv(keys: Keyring, row: sa.Row[object]) -> Conversation:
     )
 
 
-async def find_conversation(
-    conn: AsyncConnection, *, direct_key: str | None = None, consultation_id: str | None = None
+def find_conversation(
+    conn: Connection, *, direct_key: str | None = None, consultation_id: str | None = None
 ) -> str | None:
     """The id of the direct conversation of a pair, or of a consultation's; None."""
     c = chat_conversation.c
@@ -109,11 +138,11 @@ async def find_conversation(
         if direct_key is not None
         else c.consultation_id == consultation_id
     )
-    return (await conn.execute(sa.select(c.id).where(where))).scalar()
+    return (conn.execute(sa.select(c.id).where(where))).scalar()
 
 
-async def create_conversation(
-    conn: AsyncConnection,
+def create_conversation(
+    conn: Connection,
     keys: Keyring,
     *,
     conv: str,
@@ -133,14 +162,14 @@ async def create_conversation(
         if title is None
         else keys.seal(title.encode(), aad("chat_conversation", "title", conv))
     )
-    await conn.execute(
+    conn.execute(
         sa.insert(chat_conversation).values(
             id=conv, kind=kind, org=org, title=sealed, consultation_id=consultation_id,
             patient_id=patient_id, direct_key=direct_key, last_seq=0, created_by=created_by,
             created_us=at,
         )
     )  # fmt: skip
-    await conn.execute(
+    conn.execute(
         sa.insert(chat_member),
         [
             {"conv_id": conv, "user_id": u, "role": r, "delivered_seq": 0, "read_seq": 0,
@@ -150,25 +179,23 @@ async def create_conversation(
     )  # fmt: skip
 
 
-async def member(conn: AsyncConnection, conv: str, user: str) -> Member | None:
+def member(conn: Connection, conv: str, user: str) -> Member | None:
     """``user``'s membership of ``conv``, or None."""
     c = chat_member.c
-    row = (
-        await conn.execute(sa.select(chat_member).where(c.conv_id == conv, c.user_id == user))
-    ).first()
+    row = (conn.execute(sa.select(chat_member).where(c.conv_id == conv, c.user_id == user))).first()
     if row is None:
         return None
     return Member(row.user_id, row.role, int(row.delivered_seq), int(row.read_seq))
 
 
-async def members(conn: AsyncConnection, conv: str) -> list[Member]:
+def members(conn: Connection, conv: str) -> list[Member]:
     """Every member of ``conv``."""
-    rows = await conn.execute(sa.select(chat_member).where(chat_member.c.conv_id == conv))
+    rows = conn.execute(sa.select(chat_member).where(chat_member.c.conv_id == conv))
     return [Member(r.user_id, r.role, int(r.delivered_seq), int(r.read_seq)) for r in rows]
 
 
-async def conversations_of(
-    conn: AsyncConnection, keys: Keyring, user: str
+def conversations_of(
+    conn: Connection, keys: Keyring, user: str
 ) -> list[tuple[Conversation, Member, int]]:
     """(conversation, my membership, unread count) of every conversation of ``user``."""
     m, c, msg = chat_member.c, chat_conversation.c, chat_message.c
@@ -179,12 +206,12 @@ async def conversations_of(
         .order_by(c.id)
     )
     out: list[tuple[Conversation, Member, int]] = []
-    for row in (await conn.execute(query)).all():
+    for row in (conn.execute(query)).all():
         unread_q = sa.select(sa.func.count()).where(
             msg.conv_id == row.id, msg.seq > row.read_seq, msg.kind == "message",
             msg.sender != user, msg.deleted_us.is_(None),
         )  # fmt: skip
-        unread = int((await conn.execute(unread_q)).scalar() or 0)
+        unread = int((conn.execute(unread_q)).scalar() or 0)
         out.append(
             (
                 _conv(keys, row),
@@ -195,31 +222,25 @@ async def conversations_of(
     return out
 
 
-async def advance_receipt(
-    conn: AsyncConnection, conv: str, user: str, kind: str, seq: int
-) -> Member:
+def advance_receipt(conn: Connection, conv: str, user: str, kind: str, seq: int) -> Member:
     """Move ``user``'s ``delivered`` or ``read`` position forward to ``seq`` (never back,
     never past the conversation's last seq).
 
-    Reading implies delivery. Raises LookupError when ``user`` is not a member.
+    Reading implies delivery. Raises :class:`NotAMember`.
     """
     last = (
-        await conn.execute(
-            sa.select(chat_conversation.c.last_seq).where(chat_conversation.c.id == conv)
-        )
+        conn.execute(sa.select(chat_conversation.c.last_seq).where(chat_conversation.c.id == conv))
     ).scalar()
     seq = min(seq, int(last or 0))
     c = chat_member.c
-    row = (
-        await conn.execute(sa.select(chat_member).where(c.conv_id == conv, c.user_id == user))
-    ).first()
+    row = (conn.execute(sa.select(chat_member).where(c.conv_id == conv, c.user_id == user))).first()
     if row is None:
-        raise LookupError("not a member")
+        raise NotAMember(conv)
     delivered, read = int(row.delivered_seq), int(row.read_seq)
     delivered = max(delivered, seq)
     if kind == "read":
         read = max(read, seq)
-    await conn.execute(
+    conn.execute(
         sa.update(chat_member)
         .where(c.conv_id == conv, c.user_id == user)
         .values(delivered_seq=delivered, read_seq=read)
@@ -228,10 +249,10 @@ async def advance_receipt(
 
 
 # -- the event log ---------------------------------------------------------------------
-async def allocate(conn: AsyncConnection, conv: str, count: int) -> int:
-    """Reserve ``count`` seqs of ``conv``; returns the first. Raises LookupError if no such conv."""
+def allocate(conn: Connection, conv: str, count: int) -> int:
+    """Reserve ``count`` seqs of ``conv``; returns the first (raises NoSuchConversation)."""
     c = chat_conversation.c
-    result = await conn.execute(
+    result = conn.execute(
         sa.update(chat_conversation)
         .where(c.id == conv)
         .values(last_seq=c.last_seq + count)
@@ -239,30 +260,34 @@ async def allocate(conn: AsyncConnection, conv: str, count: int) -> int:
     )
     last = result.scalar()
     if last is None:
-        raise LookupError("no such conversation")
+        raise NoSuchConversation(conv)
     return int(last) - count + 1
 
 
-async def existing_ids(
-    conn: AsyncConnection, keys: Iterable[tuple[str, str, str]]
+def existing_ids(
+    conn: Connection, keys: Iterable[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], int]:
-    """Seqs of already stored (conv, sender, client_msg_id) keys among ``keys``."""
-    wanted = set(keys)
+    """Seqs of already stored (conv, sender, client_msg_id) keys among ``keys``.
+
+    Each key is matched on all three columns, so the lookup is a probe of the
+    unique index per key: its cost does not grow with the conversations' history.
+    """
+    wanted = sorted(set(keys))
     if not wanted:
         return {}
     c = chat_message.c
-    convs = {k[0] for k in wanted}
-    ids = {k[2] for k in wanted}
-    rows = await conn.execute(
-        sa.select(c.conv_id, c.sender, c.client_msg_id, c.seq).where(
-            c.conv_id.in_(convs), c.client_msg_id.in_(ids)
-        )
-    )
     found: dict[tuple[str, str, str], int] = {}
-    for r in rows:
-        key = (r.conv_id, r.sender, r.client_msg_id)
-        if key in wanted:
-            found[key] = int(r.seq)
+    for i in range(0, len(wanted), _KEYS_PER_QUERY):
+        chunk = wanted[i : i + _KEYS_PER_QUERY]
+        cond = sa.or_(
+            *(
+                sa.and_(c.conv_id == conv, c.sender == sender, c.client_msg_id == cid)
+                for conv, sender, cid in chunk
+            )
+        )
+        rows = conn.execute(sa.select(c.conv_id, c.sender, c.client_msg_id, c.seq).where(cond))
+        for r in rows:
+            found[(r.conv_id, r.sender, r.client_msg_id)] = int(r.seq)
     return found
 
 
@@ -279,11 +304,11 @@ class NewMessage:
     at_us: int
 
 
-async def insert_messages(conn: AsyncConnection, keys: Keyring, rows: Sequence[NewMessage]) -> None:
+def insert_messages(conn: Connection, keys: Keyring, rows: Sequence[NewMessage]) -> None:
     """Insert ``rows`` (kind ``message``, version 1), sealing each text."""
     if not rows:
         return
-    await conn.execute(
+    conn.execute(
         sa.insert(chat_message),
         [
             {"conv_id": m.conv, "seq": m.seq, "kind": "message", "sender": m.sender,
@@ -295,8 +320,8 @@ async def insert_messages(conn: AsyncConnection, keys: Keyring, rows: Sequence[N
     )  # fmt: skip
 
 
-async def change_message(
-    conn: AsyncConnection,
+def change_message(
+    conn: Connection,
     keys: Keyring,
     *,
     conv: str,
@@ -310,32 +335,27 @@ async def change_message(
     Keeps the previous text as a version row, updates the message and appends
     an ``edit`` / ``delete`` event at the next seq, which is returned. A retry
     with the same ``client_msg_id`` returns the stored event. Raises
-    LookupError (no such message), PermissionError (not the author) or
-    ValueError (already deleted).
+    :class:`NoSuchMessage`, :class:`NotTheAuthor` or :class:`AlreadyDeleted`.
     """
     kind = "edit" if text is not None else "delete"
     c = chat_message.c
-    again = (await existing_ids(conn, [(conv, actor, client_msg_id)])).get(
-        (conv, actor, client_msg_id)
-    )
+    again = (existing_ids(conn, [(conv, actor, client_msg_id)])).get((conv, actor, client_msg_id))
     if again is not None:
-        return (await events(conn, keys, conv, after=again - 1, limit=1))[0]
-    row = (
-        await conn.execute(sa.select(chat_message).where(c.conv_id == conv, c.seq == target))
-    ).first()
+        return (events(conn, keys, conv, after=again - 1, limit=1))[0]
+    row = (conn.execute(sa.select(chat_message).where(c.conv_id == conv, c.seq == target))).first()
     if row is None or row.kind != "message":
-        raise LookupError("no such message")
+        raise NoSuchMessage(f"{conv}.{target}")
     if row.sender != actor:
-        raise PermissionError("not the author")
+        raise NotTheAuthor(f"{conv}.{target}")
     if row.deleted_us is not None:
-        raise ValueError("already deleted")
+        raise AlreadyDeleted(f"{conv}.{target}")
     at = now_us()
     old_body = None
     if row.body is not None:
         old_body = keys.seal(
             keys.open(row.body, _aad(conv, target)), _aad(conv, target, row.version)
         )
-    await conn.execute(
+    conn.execute(
         sa.insert(chat_message_version).values(
             conv_id=conv, seq=target, version=row.version, action=kind, actor=actor, at_us=at,
             body=old_body,
@@ -347,12 +367,10 @@ async def change_message(
         values.update(body=keys.seal(text.encode(), _aad(conv, target)), edited_us=at)
     else:
         values.update(body=None, deleted_us=at)
-    await conn.execute(
-        sa.update(chat_message).where(c.conv_id == conv, c.seq == target).values(**values)
-    )
-    seq = await allocate(conn, conv, 1)
+    conn.execute(sa.update(chat_message).where(c.conv_id == conv, c.seq == target).values(**values))
+    seq = allocate(conn, conv, 1)
     body = None if text is None else keys.seal(text.encode(), _aad(conv, seq))
-    await conn.execute(
+    conn.execute(
         sa.insert(chat_message).values(
             conv_id=conv, seq=seq, kind=kind, sender=actor, client_msg_id=client_msg_id,
             created_us=at, body=body, record_ref=None, target_seq=target, version=version,
@@ -364,8 +382,8 @@ async def change_message(
     )  # fmt: skip
 
 
-async def events(
-    conn: AsyncConnection,
+def events(
+    conn: Connection,
     keys: Keyring,
     conv: str,
     *,
@@ -383,7 +401,7 @@ async def events(
         if before is not None:
             query = query.where(c.seq < before)
         query = query.order_by(c.seq.desc()).limit(limit)
-    rows = list((await conn.execute(query)).all())
+    rows = list((conn.execute(query)).all())
     if after is None:
         rows.reverse()
     return [_event(keys, conv, r) for r in rows]
@@ -405,12 +423,10 @@ def _event(keys: Keyring, conv: str, r: sa.Row[object]) -> ChatEvent:
     )  # fmt: skip
 
 
-async def versions(
-    conn: AsyncConnection, keys: Keyring, conv: str, seq: int
-) -> list[dict[str, object]]:
+def versions(conn: Connection, keys: Keyring, conv: str, seq: int) -> list[dict[str, object]]:
     """Earlier versions of message ``seq``, oldest first (text None for a deleted body)."""
     c = chat_message_version.c
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(chat_message_version).where(c.conv_id == conv, c.seq == seq).order_by(c.version)
     )
     out: list[dict[str, object]] = []

@@ -10,6 +10,11 @@
 * PostgreSQL (``postgresql+asyncpg``): a pool of ``pool_size`` connections,
   ``pool_pre_ping``; commits are durable by default (``synchronous_commit=on``).
 
+A SQLite database also gets a *synchronous* engine (``pysqlite``, the same
+hooks) for :meth:`server.store.db.Database.run`: a whole transaction runs in
+one database thread, one hand-off from the event loop instead of one per
+statement (aiosqlite's way).
+
 Execution options understood by the SQLite ``begin`` hook (set by
 :meth:`server.store.db.Database.begin`): ``medhub_readonly`` (plain deferred
 ``BEGIN``) and ``medhub_durable`` (``synchronous=FULL`` for that transaction).
@@ -19,8 +24,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -76,12 +82,29 @@ def create_engine(url: URL, *, pool_size: int, sqlite_busy_timeout_ms: int) -> A
     if not is_sqlite_memory(url):
         kwargs["pool_size"] = pool_size
     engine = create_async_engine(url, **kwargs)
+    _install_sqlite_hooks(engine.sync_engine, busy_timeout_ms=sqlite_busy_timeout_ms)
+    return engine
+
+
+def create_thread_engine(url: URL, *, pool_size: int, sqlite_busy_timeout_ms: int) -> Engine:
+    """The synchronous SQLite engine whose transactions run in the database threads.
+
+    ``url`` is a normalised SQLite URL of a file; ``pool_size`` connections
+    are kept (one per database thread). The caller must ``dispose()`` it.
+    """
+    engine = create_sync_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        pool_size=pool_size,
+        max_overflow=0,
+        hide_parameters=True,
+        connect_args={"check_same_thread": False},
+    )
     _install_sqlite_hooks(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
     return engine
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # SQLAlchemy emits BEGIN itself (see _on_begin); the driver must not.
         dbapi_connection.isolation_level = None
@@ -94,7 +117,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         options = conn.get_execution_options()
         wanted = "FULL" if options.get(DURABLE_OPTION) else "NORMAL"

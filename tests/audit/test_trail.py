@@ -180,11 +180,11 @@ async def test_failed_transaction_is_retried(
     class Flaky(Database):
         failures = 1
 
-        def begin(self, **kwargs: Any) -> Any:
+        async def run(self, fn: Any, **kwargs: Any) -> Any:
             if self.failures and kwargs.get("durable"):
                 self.failures -= 1
                 raise OperationalError("INSERT", {}, Exception("database is locked"))
-            return super().begin(**kwargs)
+            return await super().run(fn, **kwargs)
 
     async with Flaky(migrated_url) as flaky:
         trail = make_trail(database=flaky)

@@ -75,12 +75,12 @@ async def test_a_failed_writer_batch_answers_unavailable_and_the_writer_goes_on(
     real_insert = store.insert_messages
     calls = 0
 
-    async def insert_messages(*args: Any, **kwargs: Any) -> None:
+    def insert_messages(*args: Any, **kwargs: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("injected bug")
-        await real_insert(*args, **kwargs)
+        real_insert(*args, **kwargs)
 
     monkeypatch.setattr(store, "insert_messages", insert_messages)
     async with peer(hub, "alice") as alice, peer(hub, "bob") as bob:

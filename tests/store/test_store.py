@@ -134,3 +134,64 @@ async def test_database_errors_never_show_bound_values(tmp_path: Path) -> None:
         assert "hidden" in str(info.value)
     finally:
         await db.close()
+
+
+async def test_run_commits_rolls_back_and_prepares_before_the_transaction(db_url: str) -> None:
+    await upgrade_to_head_async(db_url)
+    table = "audit_anchor"
+    order: list[str] = []
+
+    def insert(conn: Connection) -> int:
+        order.append("transaction")
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table} (seq, tag, ts_us, node, key_id, mac) "
+                "VALUES (:s, :t, 1, 'n', 'k', :t)"
+            ),
+            {"s": 7, "t": b"x" * 32},
+        )
+        return 7
+
+    def boom(conn: Connection) -> None:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table} (seq, tag, ts_us, node, key_id, mac) "
+                "VALUES (8, :t, 1, 'n', 'k', :t)"
+            ),
+            {"t": b"y" * 32},
+        )
+        raise RuntimeError("abort")
+
+    async with Database(db_url) as db:
+        assert await db.run(insert, durable=True, before=lambda: order.append("before")) == 7
+        assert order == ["before", "transaction"]
+        with pytest.raises(RuntimeError, match="abort"):
+            await db.run(boom)
+        seqs = await db.run(
+            lambda c: [r[0] for r in c.execute(sa.text(f"SELECT seq FROM {table}"))],
+            readonly=True,
+        )
+        assert seqs == [7]  # the failed transaction left nothing
+
+
+async def test_sqlite_transactions_run_in_database_threads_not_the_loop(tmp_path: Path) -> None:
+    """One hand-off per transaction: writes in the one writer thread, reads in the readers."""
+    import threading
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'threads.db'}"
+    await upgrade_to_head_async(url)
+    async with Database(url, pool_size=3) as db:
+        loop_thread = threading.current_thread().name
+
+        def where(conn: Connection) -> str:
+            for _ in range(20):  # many statements, still one hand-off
+                conn.execute(sa.text("SELECT 1"))
+            return threading.current_thread().name
+
+        writers = await asyncio.gather(*(db.run(where) for _ in range(10)))
+        readers = await asyncio.gather(*(db.run(where, readonly=True) for _ in range(10)))
+    assert len(set(writers)) == 1  # in-process writers queue on one thread, in order
+    assert writers[0].startswith("db-writer")
+    assert writers[0] != loop_thread
+    assert all(name.startswith("db-reader") for name in readers)
+    assert len(set(readers)) <= 2  # pool_size - 1 reader threads
