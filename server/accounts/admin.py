@@ -3,8 +3,12 @@
 Every decision goes through :func:`server.policy.decide`; a refusal is audited
 (``denied`` with the policy's reason) and answered ``forbidden``, except that a
 target in another organisation is answered ``not_found`` (its existence is not
-revealed). A superadmin crossing organisations is audited (``admin``,
-``cross_org``). Raises :class:`server.accounts.errors.ApiError`.
+revealed). That holds for *every* id a request names, in the path or in the
+body (a delegation's practitioner and delegate, a care relationship's actor
+and patient): an id of another organisation answers exactly as an unknown
+one, before any rule about roles or organisations "fitting" is applied. A
+superadmin crossing organisations is audited (``admin``, ``cross_org``).
+Raises :class:`server.accounts.errors.ApiError`.
 """
 
 from __future__ import annotations
@@ -126,6 +130,17 @@ class AdminService:
             raise ApiError("not_found")
         return user
 
+    async def _visible_user(self, caller: Caller, action: Do, user_id: str) -> User:
+        """A user the request names; ``not_found`` alike when unknown or in another org.
+
+        The organisation check is the policy's (audited ``denied`` /
+        ``other_org``); a superadmin sees every organisation.
+        """
+        user = await self._user(user_id)
+        if user.org_id != caller.user.org_id:
+            await self.check(caller, action, Target("user", user.org_id, id=user.id))
+        return user
+
     # -- organisations ---------------------------------------------------------------
     async def create_org(self, caller: Caller | None, name: str) -> Org:
         """A new organisation (superadmins only; ``caller`` None: the CLI)."""
@@ -241,7 +256,8 @@ class AdminService:
         self, caller: Caller, practitioner_id: str, delegate_id: str, scopes: list[str]
     ) -> str:
         """A practitioner (or their admin) delegates scoped rights to a secretary."""
-        pract, delegate = await self._user(practitioner_id), await self._user(delegate_id)
+        pract = await self._visible_user(caller, Do.DELEGATION_GRANT, practitioner_id)
+        delegate = await self._visible_user(caller, Do.DELEGATION_GRANT, delegate_id)
         await self.check(caller, Do.DELEGATION_GRANT, _user_target(delegate, pract.id))
         if pract.role != Role.PRACTITIONER or pract.org_id != delegate.org_id:
             raise ApiError("forbidden", "only a practitioner of the same organisation delegates")
@@ -270,7 +286,8 @@ class AdminService:
 
     async def add_care(self, caller: Caller, rel: Relationship) -> str:
         """Record a care relationship (its org's admins)."""
-        actor, patient = await self._user(rel.actor_id), await self._user(rel.patient_id)
+        actor = await self._visible_user(caller, Do.CARE_ASSIGN, rel.actor_id)
+        patient = await self._visible_user(caller, Do.CARE_ASSIGN, rel.patient_id)
         await self.check(caller, Do.CARE_ASSIGN, Target("care", patient.org_id))
         if (
             actor.org_id != patient.org_id

@@ -1,6 +1,8 @@
 """The accounts API's errors: an HTTP status and a stable code (clients branch on the code).
 
 Answered as ``{"error": {"code": ..., "message": ...}}``; never a stack trace.
+An error that says when to come back (``rate_limited``, an overloaded
+``unavailable``) carries ``retry_after_s``, answered as a ``Retry-After`` header.
 """
 
 from __future__ import annotations
@@ -29,17 +31,24 @@ CODES: dict[str, tuple[int, str]] = {
     "password_common": (422, "password is too common"),
     "password_contains_context": (422, "password contains your name, email or the product name"),
     "password_reused": (422, "the new password must differ from the current one"),
+    "rate_limited": (429, "too many requests right now; retry after Retry-After seconds"),
     "unavailable": (503, "busy or a backend is unreachable; retry later"),
     "internal": (500, "internal error"),
 }
 
 
 class ApiError(Exception):
-    """An error answered to the client: ``code`` is a key of :data:`CODES`."""
+    """An error answered to the client: ``code`` is a key of :data:`CODES`.
 
-    def __init__(self, code: str, message: str | None = None) -> None:
+    ``retry_after_s`` (whole seconds, >= 1), when given, is sent as ``Retry-After``.
+    """
+
+    def __init__(
+        self, code: str, message: str | None = None, *, retry_after_s: int | None = None
+    ) -> None:
         status, default = CODES[code]
         super().__init__(code)
         self.code = code
         self.status = status
         self.message = message or default
+        self.retry_after_s = None if retry_after_s is None else max(1, int(retry_after_s))

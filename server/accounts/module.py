@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -36,7 +36,7 @@ from server.accounts.service import AccountService, Auditor
 from server.accounts.sessions import SessionStore
 from server.accounts.store import AccountStore
 from server.accounts.web import Shell, build_routes, error_response
-from server.audit.source import client_address
+from server.audit.source import ProxyWarning, client_address
 from server.broker.base import Broker
 from server.config import Settings
 from server.security.at_rest import index_key, settings_blind_index, settings_keyring
@@ -57,6 +57,7 @@ class Accounts:
     api: Api
     shell: Shell
     profile: Profile
+    client_address: Callable[[HTTPConnection], str | None]
 
     def app(self) -> Starlette:
         """The ASGI app of the API (mount it at ``/api/v1``)."""
@@ -109,9 +110,11 @@ def build_accounts(
     lockout = Lockout(
         broker,
         threshold=s.lockout_threshold,
+        account_threshold=s.lockout_account_threshold,
         schedule_s=s.lockout_schedule_s,
         max_per_hour=s.lockout_max_failures_per_hour,
-        ip_max_per_hour=s.lockout_ip_max_failures_per_hour,
+        ip_free_per_hour=s.lockout_ip_max_failures_per_hour,
+        ip_max_delay_s=s.lockout_ip_max_delay_s,
         clock=clock,
     )
     cipher = UserCipher(settings_keyring(s), settings_blind_index(s))
@@ -146,18 +149,22 @@ def build_accounts(
         invitation_ttl_s=s.invitation_ttl_s,
     )
     proxies = tuple(s.trusted_proxies)
+    proxy_warning = ProxyWarning()  # one per process: REST and WebSocket share it
 
-    def source(request: Request) -> str | None:
-        peer = request.client.host if request.client else None
-        forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
-        return client_address(peer, forwarded, proxies)
+    def source(conn: HTTPConnection) -> str | None:
+        """The client address of a request or WebSocket upgrade (trusted proxies only)."""
+        peer = conn.client.host if conn.client else None
+        forwarded = ",".join(conn.headers.getlist("x-forwarded-for")) or None
+        return client_address(peer, forwarded, proxies, proxy_warning)
 
     shell = Shell(service, csrf_key, frozenset(s.allowed_origins), source)
     api = Api(service, admin, csrf_key, s.ws_ticket_ttl_s)
     authenticator = AccountsAuthenticator(service, s.allowed_origins)
     keeper = AccountsSessionKeeper(service)
     profile = Profile(service)
-    return Accounts(service, admin, authenticator, keeper, revocations, hasher, api, shell, profile)
+    return Accounts(
+        service, admin, authenticator, keeper, revocations, hasher, api, shell, profile, source
+    )
 
 
 __all__ = ["Accounts", "build_accounts"]

@@ -11,17 +11,23 @@ local part and domain of their email, the product name).
 
 Hashing: :class:`PasswordHasher` runs argon2-cffi in a ``ThreadPoolExecutor`` of
 ``threads`` threads, with at most ``queue_max`` hashes queued or running;
-past that, :class:`HasherBusyError` (answered 503 ``unavailable``), so a login
-flood cannot grow an unbounded queue. Unknown users get a dummy verification
-of the same cost, so timing does not reveal which emails exist.
+past that, :class:`HasherBusyError` (answered 429 ``rate_limited`` with
+``Retry-After``), so a login flood cannot grow an unbounded queue. A caller
+that has work to do before its hash (the login looks the user up first) takes
+its place with :meth:`PasswordHasher.slot` *before* that work, so a refusal
+costs nothing and the work done is bounded by ``queue_max`` too. Unknown users
+get a dummy verification of the same cost, so timing does not reveal which
+emails exist.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import re
 import secrets
+import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +53,11 @@ class PasswordRejectedError(ValueError):
 
 
 class HasherBusyError(RuntimeError):
-    """Too many password hashes are queued; the caller should answer 503."""
+    """Too many password hashes are queued: answer 429 with ``retry_after_s`` (seconds, >= 1)."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("password hashing queue is full")
+        self.retry_after_s = retry_after_s
 
 
 @functools.cache
@@ -113,12 +123,51 @@ class PasswordPolicy:
         return pw
 
 
+#: Seconds one hash is assumed to take before the first one is measured.
+INITIAL_HASH_S = 0.05
+#: Longest ``Retry-After`` a full queue answers (seconds).
+MAX_RETRY_AFTER_S = 60
+
+
+class HashSlot:
+    """One place in the hashing queue, taken before the work that leads to a hash.
+
+    Use it once (:meth:`verify` or :meth:`hash`), then :meth:`release` it (or use
+    it as a context manager); releasing twice is harmless.
+    """
+
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self._hasher: PasswordHasher | None = hasher
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        """As :meth:`PasswordHasher.verify`, in this slot (never busy)."""
+        assert self._hasher is not None, "slot already released"
+        return await self._hasher._execute(self._hasher._verify_job(stored, password))
+
+    async def hash(self, password: str) -> str:
+        """As :meth:`PasswordHasher.hash`, in this slot (never busy)."""
+        assert self._hasher is not None, "slot already released"
+        return await self._hasher._execute(functools.partial(self._hasher._hash_sync, password))
+
+    def release(self) -> None:
+        """Give the place back (idempotent)."""
+        if self._hasher is not None:
+            self._hasher._in_flight -= 1
+            self._hasher = None
+
+    def __enter__(self) -> HashSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class PasswordHasher:
     """Argon2id hashing and verification off the event loop.
 
     ``time_cost`` passes, ``memory_kib`` KiB, ``parallelism`` lanes; ``threads``
-    worker threads; ``queue_max`` hashes queued or running before
-    :class:`HasherBusyError`. Call :meth:`close` at shutdown.
+    worker threads; ``queue_max`` hashes queued or running (or reserved with
+    :meth:`slot`) before :class:`HasherBusyError`. Call :meth:`close` at shutdown.
     """
 
     def __init__(
@@ -139,8 +188,10 @@ class PasswordHasher:
             type=argon2.Type.ID,
         )
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self._threads = threads
         self._slots = queue_max
         self._in_flight = 0
+        self._mean_s = INITIAL_HASH_S
         self._dummy: str | None = None
 
     @property
@@ -148,24 +199,61 @@ class PasswordHasher:
         """The parameters new hashes get."""
         return argon2.extract_parameters(self._ph.hash("x"))
 
-    async def _run(self, func: Callable[[], T]) -> T:
+    @property
+    def in_flight(self) -> int:
+        """Hashes queued, running or reserved now."""
+        return self._in_flight
+
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has drained at the measured hash rate (1 to 60)."""
+        drain = self._in_flight * self._mean_s / self._threads
+        return min(MAX_RETRY_AFTER_S, max(1, math.ceil(drain)))
+
+    def slot(self) -> HashSlot:
+        """Take a place in the queue now; raises :class:`HasherBusyError` when it is full.
+
+        Nothing waits: the caller answers 429 at once (``retry_after_s``).
+        """
         if self._in_flight >= self._slots:
-            raise HasherBusyError("password hashing queue is full")
+            raise HasherBusyError(self.retry_after_s())
         self._in_flight += 1
+        return HashSlot(self)
+
+    def _timed(self, func: Callable[[], T]) -> T:
+        start = time.perf_counter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, func)
-        finally:
-            self._in_flight -= 1
+            return func()
+        finally:  # runs in a worker thread: one float store, no lock needed
+            self._mean_s = 0.8 * self._mean_s + 0.2 * (time.perf_counter() - start)
+
+    async def _execute(self, func: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(self._timed, func))
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        with self.slot():
+            return await self._execute(func)
+
+    def _hash_sync(self, password: str) -> str:
+        return self._ph.hash(normalise(password))
 
     async def hash(self, password: str) -> str:
         """The PHC string of ``password`` (normalised NFKC). Raises HasherBusyError."""
-        return await self._run(functools.partial(self._ph.hash, normalise(password)))
+        return await self._run(functools.partial(self._hash_sync, password))
 
-    def _verify_sync(self, stored: str, password: str) -> bool:
+    def _verify_sync(self, stored: str | None, password: str) -> bool:
+        if stored is None:  # the dummy: the same work as a real verification
+            if self._dummy is None:
+                self._dummy = self._ph.hash(secrets.token_urlsafe(16))
+            stored, password = self._dummy, "x"
         try:
             return self._ph.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+    def _verify_job(self, stored: str | None, password: str) -> Callable[[], bool]:
+        clean = password if stored is None else normalise(password)
+        return functools.partial(self._verify_sync, stored, clean)
 
     async def verify(self, stored: str | None, password: str) -> bool:
         """True when ``password`` matches ``stored``; a dummy of equal cost when None.
@@ -173,12 +261,9 @@ class PasswordHasher:
         Never raises for a wrong password or a malformed hash (False); raises
         :class:`HasherBusyError` when the queue is full.
         """
-        if stored is None:
-            if self._dummy is None:
-                self._dummy = await self.hash(secrets.token_urlsafe(16))
-            await self._run(functools.partial(self._verify_sync, self._dummy, "x"))
-            return False
-        return await self._run(functools.partial(self._verify_sync, stored, normalise(password)))
+        job = self._verify_job(stored, password)
+        ok = await self._run(job)
+        return ok and stored is not None
 
     def needs_rehash(self, stored: str) -> bool:
         """True when ``stored`` was hashed with other parameters (rehash at login)."""

@@ -4,7 +4,17 @@ Every outcome that matters goes to the audit trail (login, login_failed,
 mfa_failed, lockout, unlock, logout, password_change, mfa_enroll,
 session_revoke) with pseudonymous ids only. Methods raise
 :class:`server.accounts.errors.ApiError` with a stable code; a full password
-hashing queue or a broker failure is ``unavailable``.
+hashing queue raises :class:`server.accounts.passwords.HasherBusyError`
+(answered 429 ``rate_limited``), a broker failure
+:class:`server.broker.base.BrokerError` (``unavailable``).
+
+Every password check asks the throttles first (a few broker reads,
+:meth:`server.accounts.lockout.Lockout.state`): an attempt they refuse is
+answered at once, without looking the user up or hashing anything. An
+attempt they accept takes its place in the hashing queue
+(:meth:`PasswordHasher.slot`) before anything else, so a flood is shed with
+429 before it costs a counter, a query or a queued hash; then it takes its
+throttle slots (:meth:`Lockout.begin`) and is looked up and verified.
 
 Login is two steps: :meth:`AccountService.login_password` gives a short-lived
 MFA challenge (kept in the broker, so any node can finish the login);
@@ -17,14 +27,15 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgpack
 
 from server.accounts import totp
 from server.accounts.errors import ApiError
-from server.accounts.lockout import Attempt, Lockout, account_key
+from server.accounts.lockout import Attempt, Lockout, LockState, account_key
 from server.accounts.passwords import (
+    HashSlot,
     PasswordHasher,
     PasswordPolicy,
     PasswordRejectedError,
@@ -39,6 +50,7 @@ from server.policy import STAFF_ROLES
 from server.security.crypto import Keyring, aad
 
 RESTRICTED_PASSWORD = "password_expired"  # noqa: S105 (a restriction name)
+T = TypeVar("T")
 
 
 class Auditor(Protocol):
@@ -180,51 +192,57 @@ class AccountService:
         outcome = await self.lockout.failure(acct, source)
         self._event(action, user, Result.FAILED, reason=reason, source=source)
         if outcome.locked_for_s is not None:
-            self._event(
-                Action.LOCKOUT, user, Result.DENIED, reason="too_many_failures", source=source
-            )
+            why = "too_many_failures" if outcome.scope == "account" else "too_many_from_source"
+            self._event(Action.LOCKOUT, user, Result.DENIED, reason=why, source=source)
+
+    def _refused(
+        self, action: Action, user: User | None, state: LockState, source: str | None
+    ) -> None:
+        """Audit an attempt the throttles refused (nothing was verified)."""
+        self._event(action, user, Result.DENIED, reason=state.reason or "locked", source=source)
 
     async def login_password(self, email: str, password: str, source: str | None) -> str:
         """Check the password; return an MFA challenge token.
 
         Raises ``auth_failed`` alike for an unknown email, a wrong password, a
-        locked, disabled, expired or unfinished account.
+        locked, disabled, expired or unfinished account, or an attempt the
+        throttles refuse (answered at once: no lookup, no hash). Raises
+        :class:`HasherBusyError` (429) when the hashing queue is full, before
+        the user is looked up; nothing is counted then.
         """
         acct, now_us = account_key(email), self.now_us()
-        user = await self.store.user_by_email(email)
-        attempt = await self.lockout.begin(acct, source)  # counted first: see lockout.py
-        if attempt.state.locked:
-            await self.hasher.verify(None, password)
-            self._event(
-                Action.LOGIN_FAILED,
-                user,
-                Result.DENIED,
-                reason=attempt.state.reason or "locked",
-                source=source,
+        state = await self.lockout.state(acct, source)
+        if state.locked:  # decided by the counters: no slot, no lookup, no hash
+            self._refused(Action.LOGIN_FAILED, None, state, source)
+            raise ApiError("auth_failed")
+        with self.hasher.slot() as slot:  # HasherBusyError (429) before anything is counted
+            attempt = await self.lockout.begin(acct, source)  # counted first: see lockout.py
+            if attempt.state.locked:
+                self._refused(Action.LOGIN_FAILED, None, attempt.state, source)
+                raise ApiError("auth_failed")
+            user = await self._checked(attempt, self.store.user_by_email(email))
+            ok = await self._checked(
+                attempt, slot.verify(user.password_hash if user else None, password)
             )
-            raise ApiError("auth_failed")
-        ok = await self._checked(
-            attempt, self.hasher.verify(user.password_hash if user else None, password)
-        )
-        if not ok or user is None or not self._usable(user, now_us):
-            reason = "bad_password" if not ok else "account_unusable"
-            await self._fail(user, acct, source, Action.LOGIN_FAILED, reason)
-            raise ApiError("auth_failed")
-        await self.lockout.release(attempt)  # a right password is not a failure
-        if user.password_hash and self.hasher.needs_rehash(user.password_hash):
-            await self._set(user.id, password_hash=await self.hasher.hash(password))
+            if not ok or user is None or not self._usable(user, now_us):
+                reason = "bad_password" if not ok else "account_unusable"
+                await self._fail(user, acct, source, Action.LOGIN_FAILED, reason)
+                raise ApiError("auth_failed")
+            await self.lockout.release(attempt)  # a right password is not a failure
+            if user.password_hash and self.hasher.needs_rehash(user.password_hash):
+                await self._set(user.id, password_hash=await slot.hash(password))
         return await self._new_challenge(user.id, "login")
 
-    async def _checked(self, attempt: Attempt, check: Awaitable[bool]) -> bool:
-        """Await a verification; give the attempt's slot back if it raises (busy, broker)."""
+    async def _checked(self, attempt: Attempt, check: Awaitable[T]) -> T:
+        """Await a lookup or verification; give the attempt's slots back if it raises."""
         try:
             return await check
         except BaseException:
             await self.lockout.release(attempt)
             raise
 
-    async def _reauth_ok(self, user: User, password: str, code: str) -> bool:
-        if not await self.hasher.verify(user.password_hash, password):
+    async def _reauth_ok(self, user: User, password: str, code: str, slot: HashSlot) -> bool:
+        if not await slot.verify(user.password_hash, password):
             return False
         return await self.check_code(user, code, None)
 
@@ -250,18 +268,18 @@ class AccountService:
         """
         user = await self._challenge(challenge, "login")
         acct = account_key(user.email)
-        attempt = await self.lockout.begin(acct, source)  # counted first: see lockout.py
+        attempt = await self.lockout.begin(acct, source, first_step=False)  # see lockout.py
         if attempt.state.locked:
-            self._event(Action.MFA_FAILED, user, Result.DENIED, reason="locked", source=source)
+            self._refused(Action.MFA_FAILED, user, attempt.state, source)
             raise ApiError("mfa_failed")
         if not await self._checked(attempt, self.check_code(user, code, recovery)):
             await self._fail(user, acct, source, Action.MFA_FAILED, "bad_code")
             raise ApiError("mfa_failed")
         await self.lockout.release(attempt)
         await self._spend_challenge(challenge)
-        if await self.lockout.was_locked(acct):
+        if await self.lockout.was_locked(acct, source):
             self._event(Action.UNLOCK, user, reason="login_after_lock", source=source)
-        await self.lockout.success(acct)
+        await self.lockout.success(acct, source)
         return await self._open_session(user, source)
 
     async def _open_session(
@@ -418,21 +436,20 @@ class AccountService:
     ) -> None:
         """Confirm password and TOTP: sensitive changes are allowed for ``reauth_window_s``.
 
-        Failures count towards the lockout. Raises ``auth_failed``.
+        Failures count towards the lockout. Raises ``auth_failed`` (also at
+        once when the throttles refuse) or :class:`HasherBusyError` (429).
         """
         acct = account_key(caller.user.email)
-        attempt = await self.lockout.begin(acct, source)  # counted first: see lockout.py
-        if attempt.state.locked:
-            await self.hasher.verify(None, password)
-            self._event(
-                Action.LOGIN_FAILED,
-                caller.user,
-                Result.DENIED,
-                reason=attempt.state.reason or "locked",
-                source=source,
-            )
+        state = await self.lockout.state(acct, source, first_step=False)
+        if state.locked:  # decided by the counters: no slot, no hash
+            self._refused(Action.LOGIN_FAILED, caller.user, state, source)
             raise ApiError("auth_failed")
-        ok = await self._checked(attempt, self._reauth_ok(caller.user, password, code))
+        with self.hasher.slot() as slot:  # HasherBusyError (429) before anything is counted
+            attempt = await self.lockout.begin(acct, source, first_step=False)  # see lockout.py
+            if attempt.state.locked:
+                self._refused(Action.LOGIN_FAILED, caller.user, attempt.state, source)
+                raise ApiError("auth_failed")
+            ok = await self._checked(attempt, self._reauth_ok(caller.user, password, code, slot))
         if not ok:
             await self._fail(caller.user, acct, source, Action.LOGIN_FAILED, "reauth_failed")
             raise ApiError("auth_failed")
@@ -451,13 +468,11 @@ class AccountService:
         """
         self.require_recent_auth(caller)
         clean = self._check_policy(caller.user, new)
-        if await self.hasher.verify(caller.user.password_hash, clean):
-            raise ApiError("password_reused")
-        await self._set(
-            caller.user.id,
-            password_hash=await self.hasher.hash(clean),
-            password_changed_us=self.now_us(),
-        )
+        with self.hasher.slot() as slot:
+            if await slot.verify(caller.user.password_hash, clean):
+                raise ApiError("password_reused")
+            hashed = await slot.hash(clean)
+        await self._set(caller.user.id, password_hash=hashed, password_changed_us=self.now_us())
         await self.sessions.update(caller.session.id, restricted=None)
         self._event(Action.PASSWORD_CHANGE, caller.user, source=source)
         await self.revoke(caller, keep=caller.session.id, reason="password_change", source=source)

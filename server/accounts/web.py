@@ -18,6 +18,9 @@ disagree. Each request:
 
 Every error is ``{"error": {"code", "message"}}`` with the code's status;
 an unexpected exception is logged (type only) and answered ``internal``.
+Overload is never ``internal``: a full password-hashing queue answers 429
+``rate_limited`` and an exhausted database pool 503 ``unavailable``, both
+with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 Auth = Literal["public", "session", "restricted_ok"]
 PATH_PARAM = re.compile(r"^[a-z]-[0-9a-f]{1,38}$")
 MAX_BODY_BYTES = 65536  # larger request bodies: 413 payload_too_large, never buffered
+#: Seconds a client is told to wait when the database pool had no connection to give.
+POOL_RETRY_AFTER_S = 2
 
 
 @dataclass
@@ -92,9 +98,10 @@ class Endpoint:
 
 
 def error_response(exc: ApiError) -> Response:
-    """The JSON answer of an :class:`ApiError`."""
+    """The JSON answer of an :class:`ApiError` (with ``Retry-After`` when it has one)."""
     body = msgspec.json.encode(ErrorBody(ErrorDetail(exc.code, exc.message)))
-    return Response(body, status_code=exc.status, media_type="application/json")
+    headers = None if exc.retry_after_s is None else {"retry-after": str(exc.retry_after_s)}
+    return Response(body, status_code=exc.status, media_type="application/json", headers=headers)
 
 
 async def read_bounded(request: Request, limit: int) -> bytes:
@@ -181,8 +188,11 @@ class Shell:
                 reply = await ep.handler(ctx)
             except ApiError as exc:
                 return error_response(exc)
-            except HasherBusyError:
-                return error_response(ApiError("unavailable"))
+            except HasherBusyError as exc:
+                return error_response(ApiError("rate_limited", retry_after_s=exc.retry_after_s))
+            except PoolTimeoutError:  # every pooled connection busy for pool_timeout: overload
+                log.warning("database pool exhausted", extra={"path": ep.path})
+                return error_response(ApiError("unavailable", retry_after_s=POOL_RETRY_AFTER_S))
             except BrokerError:
                 log.warning("broker unavailable", extra={"path": ep.path})
                 return error_response(ApiError("unavailable"))

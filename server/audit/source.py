@@ -5,13 +5,21 @@ then only as far as the chain of trusted proxies goes: the list is walked from
 right (nearest hop) to left, skipping trusted proxies; the first untrusted
 address is the client. Anything a client wrote further left is ignored, so a
 client cannot spoof its address by sending its own header.
+
+A header from a peer that is *not* trusted is ignored; when that peer is a
+reverse proxy someone forgot to list, every client behind it shares the
+proxy's address (one audit source, one lockout address). :class:`ProxyWarning`
+logs that once per process, the first time it happens.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Sequence
 from functools import lru_cache
+
+log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,8 +50,33 @@ def _trusted(addr: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
     return any(addr.version == net.version and addr in net for net in networks)
 
 
+class ProxyWarning:
+    """Warns once that ``X-Forwarded-For`` came from a peer outside ``trusted_proxies``.
+
+    Build one per process and pass it to every :func:`client_address` call.
+    The log line names no address (it may be a client's).
+    """
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def untrusted_forwarded(self) -> None:
+        """Record one such request; the first one logs a warning."""
+        if self.warned:
+            return
+        self.warned = True
+        log.warning(
+            "a request carried X-Forwarded-For from a peer that is not in trusted_proxies: "
+            "the header is ignored, so every client behind that proxy shares its address "
+            "(audit source, login throttles); list the proxy in trusted_proxies"
+        )
+
+
 def client_address(
-    peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[str]
+    peer: str | None,
+    forwarded_for: str | None,
+    trusted_proxies: Sequence[str],
+    warning: ProxyWarning | None = None,
 ) -> str | None:
     """The address to record for a request.
 
@@ -53,7 +86,8 @@ def client_address(
     (``settings.trusted_proxies``). Returns the client address in canonical
     form (IPv4-mapped IPv6 as IPv4), or ``None`` when the peer is unknown or
     unparseable. A malformed header entry stops the walk: the nearest hop that
-    reported it is returned. Raises ``ValueError`` for a malformed
+    reported it is returned. ``warning``, when given, is told about a header
+    from an untrusted peer. Raises ``ValueError`` for a malformed
     ``trusted_proxies`` entry (a configuration error).
     """
     if peer is None:
@@ -62,7 +96,11 @@ def client_address(
     if addr is None:
         return None
     networks = _networks(tuple(trusted_proxies))
-    if not forwarded_for or not _trusted(addr, networks):
+    if not forwarded_for:
+        return str(addr)
+    if not _trusted(addr, networks):
+        if warning is not None:
+            warning.untrusted_forwarded()
         return str(addr)
     for hop in reversed(forwarded_for.split(",")):
         hop_addr = _parse(hop)

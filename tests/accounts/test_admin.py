@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import httpx
 
-from tests.accountstest import Enrolled, Env, enrol
+from tests.accountstest import Enrolled, Env, accounts_settings, enrol, run_accounts_hub
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -170,3 +174,72 @@ async def test_care_relationships(env: Env, org_id: str) -> None:
         r = await http.delete(f"/care-relationships/{r.json()['id']}", headers=bearer(admin.token))
         assert r.status_code == 200
         assert await env.accounts.admin.relations.relationships_of([pat.user_id]) == []
+
+
+async def test_another_orgs_ids_answer_exactly_as_unknown_ids(tmp_path: Path) -> None:
+    """Every endpoint naming a target id (path or body) answers the same 404 for a real id
+    of another organisation as for an id that does not exist (docs/accounts.md)."""
+    async with run_accounts_hub(accounts_settings(tmp_path)) as hub:
+        accounts = hub.components.accounts
+        a = await accounts.admin.create_org(None, "Clinique A")
+        b = await accounts.admin.create_org(None, "Hopital B")
+        async with httpx.AsyncClient(base_url=hub.api) as http:
+            now = time.time()
+            admin_a = await enrol(http, accounts, a.id, "admin", "admin@a.example", now)
+            doc_a = await enrol(http, accounts, a.id, "practitioner", "doc@a.example", now)
+            sec_a = await enrol(http, accounts, a.id, "secretary", "sec@a.example", now)
+            pat_a = await enrol(http, accounts, a.id, "patient", "pat@a.example", now)
+            admin_b = await enrol(http, accounts, b.id, "admin", "admin@b.example", now)
+            doc_b = await enrol(http, accounts, b.id, "practitioner", "doc@b.example", now)
+            sec_b = await enrol(http, accounts, b.id, "secretary", "sec@b.example", now)
+            pat_b = await enrol(http, accounts, b.id, "patient", "pat@b.example", now)
+            hb = bearer(admin_b.token)
+            grant = {"practitioner_id": doc_b.user_id, "delegate_id": sec_b.user_id}
+            r = await http.post("/delegations", json={**grant, "scopes": ["contact"]}, headers=hb)
+            assert r.status_code == 201, r.text
+            delegation_b = r.json()["id"]
+            care = {"kind": "follows", "actor_id": doc_b.user_id, "patient_id": pat_b.user_id}
+            r = await http.post("/care-relationships", json=care, headers=hb)
+            assert r.status_code == 201, r.text
+            care_b = r.json()["id"]
+
+            def unknown(real: str) -> str:
+                return real[:2] + "0" * (len(real) - 2)
+
+            def follows(actor: str, patient: str) -> dict[str, str]:
+                return {"kind": "follows", "actor_id": actor, "patient_id": patient}
+
+            def delegate(pract: str, to: str) -> dict[str, object]:
+                return {"practitioner_id": pract, "delegate_id": to, "scopes": ["contact"]}
+
+            invite = {"role": "patient", "name": "Eve Doe", "email": "eve@x.example"}
+            doc, sec, pat = doc_a.user_id, sec_a.user_id, pat_a.user_id
+            # (caller, method, path template, body or body maker, the other org's id)
+            cases: list[tuple[Enrolled, str, str, Any, str]] = [
+                (admin_a, "GET", "/orgs/{}/users", None, b.id),
+                (admin_a, "POST", "/orgs/{}/users", invite, b.id),
+                (admin_a, "GET", "/users/{}", None, doc_b.user_id),
+                (admin_a, "POST", "/users/{}/disable", None, doc_b.user_id),
+                (admin_a, "POST", "/users/{}/role", {"role": "practitioner"}, doc_b.user_id),
+                (admin_a, "POST", "/users/{}/unlock", None, doc_b.user_id),
+                (admin_a, "DELETE", "/delegations/{}", None, delegation_b),
+                (admin_a, "DELETE", "/care-relationships/{}", None, care_b),
+                (admin_a, "POST", "/delegations", lambda x: delegate(x, sec), doc_b.user_id),
+                (admin_a, "POST", "/delegations", lambda x: delegate(doc, x), sec_b.user_id),
+                (doc_a, "POST", "/delegations", lambda x: delegate(doc, x), sec_b.user_id),
+                (admin_a, "POST", "/care-relationships", lambda x: follows(x, pat), doc_b.user_id),
+                (admin_a, "POST", "/care-relationships", lambda x: follows(doc, x), pat_b.user_id),
+            ]
+            for caller, method, path, body, real in cases:
+                answers = []
+                for target in (real, unknown(real)):
+                    url = path.format(target)
+                    payload = body(target) if callable(body) else body
+                    r = await http.request(method, url, json=payload, headers=bearer(caller.token))
+                    answers.append((r.status_code, r.json()))
+                where = f"{method} {path} {real[:2]}"
+                assert answers[0] == answers[1], where
+                assert answers[0][0] == 404, where
+            # B's data is untouched
+            r = await http.get(f"/users/{doc_b.user_id}", headers=hb)
+            assert r.json()["status"] == "active"

@@ -78,11 +78,20 @@ async def test_unknown_user_gets_a_dummy_verify() -> None:
 
 
 async def test_full_queue_refuses() -> None:
-    hasher = PasswordHasher(time_cost=1, memory_kib=1024, parallelism=1, queue_max=1)
-    hasher._in_flight = 1
-    with pytest.raises(HasherBusyError):
+    """Past ``queue_max`` places (queued, running or reserved), refused at once with a delay."""
+    hasher = PasswordHasher(time_cost=1, memory_kib=1024, parallelism=1, queue_max=2)
+    held = [hasher.slot(), hasher.slot()]
+    with pytest.raises(HasherBusyError) as info:
         await hasher.hash("x")
-    hasher._in_flight = 0
+    assert info.value.retry_after_s >= 1
+    with pytest.raises(HasherBusyError):
+        hasher.slot()
+    held[0].release()
+    held[0].release()  # twice is harmless
+    stored = await hasher.hash("Some-password-1")  # the released place is usable again
+    assert await held[1].verify(stored, "Some-password-1")  # a reserved place never waits
+    held[1].release()
+    assert hasher.in_flight == 0
     hasher.close()
 
 

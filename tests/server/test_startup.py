@@ -194,7 +194,7 @@ def test_second_sigterm_forces_exit_while_the_database_is_down(tmp_path: Path) -
             # A refused cookie handshake (no Origin) records an audit entry the writer
             # cannot commit: it retries with backoff, so close() waits for ever.
             asyncio.run(_refused_cookie_hello(port))
-            child.err.wait_for("audit batch write failed", 10)
+            child.err.wait_for("write transaction failed", 10)
             child.proc.send_signal(signal.SIGTERM)
             child.err.wait_for("draining", 10)
             child.proc.send_signal(signal.SIGTERM)
