@@ -18,10 +18,10 @@ last seq it delivered, and presence subscriptions again. Events with a seq not
 newer than the last delivered one on their channel are dropped, so
 :meth:`~Connection.events` yields each chat event exactly once and in order.
 
-Close 4010 means the session ended *or* the user's rights changed (the hub uses
-it for both), so the client reconnects once more: with changed rights that
-succeeds; with an ended session the ticket endpoint answers 401 (or ``hello``
-``auth_failed``), which is permanent. Then the client stops: ``events()`` raises
+Close 4011 means the user's rights changed: the client reconnects at once
+(no backoff) and gets its current rights. Close 4010 means the session ended
+(signed out, revoked, expired) and is permanent, as are a 401 from the ticket
+endpoint and ``hello`` ``auth_failed``: the client stops, ``events()`` raises
 :class:`SessionEndedError` after the events received before it, and every later
 call raises it at once. An ``error`` reply during the resume that retrying
 cannot fix (e.g. ``forbidden`` for a followed conversation one has left) stops
@@ -63,6 +63,8 @@ from protocol.presence import PresenceState
 log = logging.getLogger("clients.sdk")
 
 AUTH_FAILED_CLOSE = 4003
+SESSION_ENDED_CLOSE = 4010
+RIGHTS_CHANGED_CLOSE = 4011
 #: ``hello`` refusals worth another attempt later, besides the retryable codes.
 RETRY_HELLO = frozenset({"too_many_connections"})
 
@@ -237,7 +239,8 @@ class Connection:
                 delay = self.backoff_initial_s
             self.last_error = error
             self.reconnects += 1
-            wait = random.uniform(0, delay)
+            rights_changed = getattr(error, "close_code", None) == RIGHTS_CHANGED_CLOSE
+            wait = 0.0 if rights_changed else random.uniform(0, delay)
             log.info(
                 "medhub connection lost; retrying",
                 extra={"error": type(error.__cause__ or error).__name__, "retry_in_s": wait},
@@ -313,6 +316,8 @@ class Connection:
             return TransportError("connection lost")
         if rcvd.code == AUTH_FAILED_CLOSE:
             return SessionEndedError("auth_failed")
+        if rcvd.code == SESSION_ENDED_CLOSE:
+            return SessionEndedError("session_ended")
         error = TransportError(f"connection closed by the hub ({rcvd.code} {rcvd.reason})")
         error.close_code = rcvd.code
         return error

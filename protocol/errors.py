@@ -52,7 +52,8 @@ class CloseCode(IntEnum):
     AUTH_FAILED = 4003  #: ``hello`` credentials refused
     IDLE_TIMEOUT = 4008  #: no inbound frame within the idle deadline
     SLOW_CONSUMER = 4009  #: reliable send queue full; reconnect and resume
-    SESSION_REVOKED = 4010  #: the session was revoked or expired
+    SESSION_REVOKED = 4010  #: the session was revoked or expired: sign in again
+    RIGHTS_CHANGED = 4011  #: the user's rights changed: reconnect now (same session)
     ABUSIVE = 4029  #: too many errors or rate violations in a window
     TOO_MANY_CONNECTIONS = 4030  #: per-user socket limit
 

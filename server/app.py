@@ -129,6 +129,7 @@ def build_components(
         session_keeper=None if authenticator else accounts.session_keeper,
     )
     hub.add_listener(caps)
+    accounts.revocations.on_rights_changed(caps.rights_changed)
     return Components(
         settings, database, broker, audit, metrics, router, hub, accounts, supervisor, channels,
         caps,
@@ -165,7 +166,7 @@ def build_app(
         await c.audit.start()
         await c.channels.start()
         await c.hub.start()
-        await c.accounts.start(c.hub)
+        await c.accounts.start(c.hub, c.supervisor)
         await c.capabilities.start()
         tune_gc(c.settings.gc_thresholds)
         if on_ready is not None:

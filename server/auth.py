@@ -1,8 +1,8 @@
 """Who is on a socket: the authenticator interface the WebSocket handshake calls.
 
-The accounts sidecar provides the real implementation (session tokens,
-single-use tickets, cookies). Until it is configured, the composition root
-installs :class:`RefuseAll`, so a node never admits anyone by accident.
+The accounts sidecar provides the implementation (session tokens, single-use
+tickets, cookies); the composition root always installs it, unless a test
+passes its own.
 """
 
 from __future__ import annotations
@@ -58,10 +58,3 @@ class Authenticator(Protocol):
     async def authenticate(self, auth: Auth, info: HandshakeInfo) -> Principal:
         """Return the principal, or raise :class:`AuthError`."""
         ...
-
-
-class RefuseAll:
-    """Refuses every credential: the default until accounts are wired in."""
-
-    async def authenticate(self, auth: Auth, info: HandshakeInfo) -> Principal:
-        raise AuthError(ErrorCode.AUTH_FAILED, "no authenticator configured")

@@ -105,6 +105,10 @@ class Capability:
     def connection_closed(self, peer: Peer) -> None:
         """``peer`` is gone; forget it."""
 
+    def rights_changed(self, user_id: str) -> None:
+        """``user_id``'s rights changed (role, status, delegation, care): forget cached
+        decisions about them. Their sockets are being closed (4011)."""
+
     async def close(self) -> None:
         """Stop: flush what must be written, drop subscriptions."""
 
@@ -169,6 +173,14 @@ class Capabilities:
                 cap.connection_closed(peer)
             except Exception:
                 log.exception("connection_closed failed", extra={"capability": cap.name})
+
+    def rights_changed(self, user_id: str) -> None:
+        """Tell every capability (a failure is logged, the others are still told)."""
+        for cap in self.items:
+            try:
+                cap.rights_changed(user_id)
+            except Exception:
+                log.exception("rights_changed failed", extra={"capability": cap.name})
 
     def health(self) -> dict[str, bool]:
         """Every capability's ``/readyz`` checks."""

@@ -114,6 +114,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     password_max_length: int = 128
     password_min_classes: int = 4
     password_max_age_days: int = 365
+    auth_cache_ttl_s: float = 10.0
+    auth_cache_max_entries: int = 100000
+    access_poll_interval_s: float = 0.5
     session_idle_timeout_s: float = 1800.0
     session_absolute_timeout_s: float = 43200.0
     mfa_challenge_ttl_s: float = 300.0
@@ -225,6 +228,11 @@ FIELD_DOCS: dict[str, str] = {
     "password_max_length": "characters a new password may have at most (never truncated)",
     "password_min_classes": "character classes (lower, upper, digit, other) a password needs",
     "password_max_age_days": "days before a staff password expires (change forced at login)",
+    "auth_cache_ttl_s": "seconds an authenticated session stays cached in a process "
+    "(0: no cache); a revocation or rights change drops it sooner (access_poll_interval_s)",
+    "auth_cache_max_entries": "sessions cached per process, at most (the oldest go first)",
+    "access_poll_interval_s": "seconds between two reads of the access change log: a revoked "
+    "session or changed rights take effect on every node within about this long",
     "session_idle_timeout_s": "seconds without use after which a session ends",
     "session_absolute_timeout_s": "seconds after login after which a session ends",
     "mfa_challenge_ttl_s": "seconds between the password step and the TOTP step",
@@ -310,6 +318,8 @@ def _check_ranges(s: Settings) -> None:
         value = getattr(s, name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"{name} must be > 0 (got {value})")
+    if s.access_poll_interval_s <= 0 or s.auth_cache_ttl_s < 0:
+        raise ConfigError("access_poll_interval_s must be > 0 and auth_cache_ttl_s >= 0")
     if s.gc_thresholds and (len(s.gc_thresholds) != 3 or min(s.gc_thresholds) < 1):
         raise ConfigError("gc_thresholds must be empty or three integers >= 1")
     if s.broker not in ("memory", "redis"):

@@ -48,7 +48,15 @@ from protocol.session import SEND_HEARTBEAT, Close, Deliver, DeliverStream, Reje
 from server.auth import Principal
 from server.logs import context_id
 from server.metrics import Metrics
-from server.router import Deferred, HandlerError, RequestContext, Router, StreamContext
+from server.router import (
+    Deferred,
+    HandlerError,
+    RequestContext,
+    Router,
+    StreamContext,
+    failure_code,
+)
+from server.security.crypto import CryptoError
 from server.sendqueue import Delivery, PutResult, SendQueue, WireBatch
 from server.transport import RAW_EXTENSION, RawSocket, WireCache
 
@@ -85,6 +93,10 @@ class ConnectionHost(Protocol):
 
     def authenticate(self, conn: Connection, hello: Hello) -> Awaitable[None]:
         """Check ``hello``'s credentials: welcome the socket or close it."""
+        ...
+
+    def incident(self, conn: Connection, what: str) -> None:
+        """Stored data failed its integrity check while serving ``what``: log, count, audit."""
         ...
 
 
@@ -411,11 +423,24 @@ class Connection:
     async def _run_stream_handler(self, call: Awaitable[None], ref: str) -> None:
         try:
             await call
-        except HandlerError as exc:
-            self.send(self._error(None, exc.code, exc.message, exc.retry_after_s, ref=ref))
-        except Exception:
-            log.exception("handler failed", extra={"conn": self.conn_id, "type": ref})
-            self.send(self._error(None, ErrorCode.INTERNAL, "internal error", ref=ref))
+        except Exception as exc:
+            self.send(self._failure(exc, None, ref, ref=ref))
+
+    def _failure(
+        self, exc: Exception, rid: RequestId | None, label: str, *, ref: str | None = None
+    ) -> Error:
+        """The ``error`` answering a handler's failure (:func:`server.router.failure_code`)."""
+        code, message, retry_after_s = failure_code(exc)
+        if code is ErrorCode.UNAVAILABLE and not isinstance(exc, HandlerError):
+            log.warning(
+                "store or broker unavailable",
+                extra={"conn": self.conn_id, "type": label, "error": type(exc).__name__},
+            )
+        elif isinstance(exc, CryptoError):
+            self.host.incident(self, label)
+        elif code is ErrorCode.INTERNAL and not isinstance(exc, HandlerError):
+            log.error("handler failed", exc_info=exc, extra={"conn": self.conn_id, "type": label})
+        return self._error(rid, code, message, retry_after_s, ref=ref)
 
     async def _dispatch(self, message: Request) -> None:
         self.active = True
@@ -429,11 +454,8 @@ class Connection:
         else:
             try:
                 data: Any = await handler(RequestContext(self, principal, message.id), message)
-            except HandlerError as exc:
-                reply = self._error(message.id, exc.code, exc.message, exc.retry_after_s)
-            except Exception:
-                log.exception("handler failed", extra={"conn": self.conn_id, "type": label})
-                reply = self._error(message.id, ErrorCode.INTERNAL, "internal error")
+            except Exception as exc:
+                reply = self._failure(exc, message.id, label)
             else:
                 reply = data if isinstance(data, Deferred) else Result(id=message.id, data=data)
         if isinstance(reply, Deferred) or self._pending:
@@ -465,11 +487,8 @@ class Connection:
                 if isinstance(item, Deferred):
                     try:
                         item = Result(id=rid, data=await item.awaitable)
-                    except HandlerError as exc:
-                        item = self._error(rid, exc.code, exc.message, exc.retry_after_s)
-                    except Exception:
-                        log.exception("deferred reply failed", extra={"conn": self.conn_id})
-                        item = self._error(rid, ErrorCode.INTERNAL, "internal error")
+                    except Exception as exc:
+                        item = self._failure(exc, rid, label)
                 pending.popleft()
                 self.send(item)
                 metrics.observe_request(label, time.perf_counter() - started)

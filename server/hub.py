@@ -39,17 +39,17 @@ from starlette.websockets import WebSocket
 
 from protocol.codec import CODECS
 from protocol.errors import CloseCode, ErrorCode
-from protocol.messages import GoingAway, Hello, Identity, Limits, Ping, Welcome
+from protocol.messages import Event, GoingAway, Hello, Identity, Limits, Ping, Welcome
 from protocol.session import Session, SessionLimits, State
 from server.audit.events import Action, AuditEvent, AuditRecorder, Result
-from server.auth import Authenticator, AuthError, HandshakeInfo
+from server.auth import Authenticator, AuthError, HandshakeInfo, Principal
 from server.broker.base import BrokerError
 from server.channels import ChannelService
 from server.config import Settings
 from server.connection import Connection
 from server.metrics import Metrics
 from server.peer import Peer
-from server.router import RequestContext, Router
+from server.router import HandlerError, RequestContext, Router, failure_code
 from server.sendqueue import SendQueue
 from server.session_watch import SessionKeeper, SessionWatch, keeper_interval
 from server.supervise import Supervisor
@@ -410,6 +410,36 @@ class Hub:
         )
         self._audit(conn, Action.WS_CONNECT, Result.OK)
         self._notify(conn, opened=True)
+        if hello.resume is not None and hello.resume.channels:
+            await self._resume(conn, principal, hello)
+
+    async def _resume(self, conn: Connection, principal: Principal, hello: Hello) -> None:
+        """``hello.resume``: each channel is resumed by its capability, in order.
+
+        Each answers with an event on that channel: ``resumed`` (the data of the
+        matching sync request, e.g. ``{"last_seq", "caught_up"}``) or
+        ``resume_failed`` (``{"code", "message"}``, a catalogued code).
+        """
+        assert hello.resume is not None
+        ctx = RequestContext(conn, principal, hello.id)
+        for channel, seq in hello.resume.channels.items():
+            if conn.closing:
+                return
+            handler = self.router.resume_for(channel)
+            try:
+                if handler is None:
+                    raise HandlerError(ErrorCode.UNKNOWN_TYPE, "this channel cannot be resumed")
+                data = await handler(ctx, channel, seq)
+            except Exception as exc:
+                code, message, retry = failure_code(exc)
+                if code is ErrorCode.INTERNAL and not isinstance(exc, HandlerError):
+                    log.error("resume failed", exc_info=exc, extra={"conn": conn.conn_id})
+                failed = {"code": code.value, "message": message}
+                if retry is not None:
+                    failed["retry_after_s"] = retry  # type: ignore[assignment]
+                conn.send(Event(ch=channel, seq=0, kind="resume_failed", data=failed))
+            else:
+                conn.send(Event(ch=channel, seq=0, kind="resumed", data=data))
 
     def close_user(self, user_id: str, code: int, reason: str) -> int:
         """Close every socket of ``user_id`` on this node; returns how many."""
@@ -424,6 +454,17 @@ class Hub:
         for conn in hits:
             conn.close(code, reason, flush=True)
         return len(hits)
+
+    def incident(self, conn: Connection, what: str) -> None:
+        """Stored data failed its integrity check: an incident (logged, counted, audited).
+
+        Tampering or a lost key, never a client's fault; no content is logged.
+        """
+        self.metrics.integrity_failures.inc()
+        log.error(
+            "stored data failed its integrity check", extra={"conn": conn.conn_id, "type": what}
+        )
+        self._audit(conn, Action.READ, Result.FAILED, reason="integrity_check_failed")
 
     async def _on_ping(self, ctx: RequestContext, message: Ping) -> dict[str, float]:
         return {"time": time.time()}

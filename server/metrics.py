@@ -70,6 +70,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.integrity_failures = Counter(
+            "medhub_integrity_failures",
+            "Stored data that failed its integrity check (decryption or MAC): incidents",
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "medhub_ws_request_seconds",
             "Time from a request's arrival to its reply being queued, by type",

@@ -18,6 +18,13 @@ Three kinds of inbound traffic, each registered by a capability:
 
 Handlers of one socket run one at a time, in arrival order. Traffic no
 capability routes is answered ``unknown_type`` (never silence).
+
+Failures a handler does not turn into a :class:`HandlerError` are classified
+by :func:`failure_code`, the same way for every capability: a store or broker
+failure the client can retry (:data:`RETRYABLE`) is ``unavailable`` with
+``retry_after_s``; stored data that fails its integrity check
+(``CryptoError``) is ``internal`` and an incident (logged, counted, audited);
+anything else is a bug (``internal``, logged with its traceback).
 """
 
 from __future__ import annotations
@@ -26,11 +33,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from protocol.errors import ErrorCode
 from protocol.messages import CLIENT_TYPES, ClientMessage, Hello, OneWay, Request
 from protocol.streams import StreamKind
 from server.auth import Principal
+from server.broker.base import BrokerError
 from server.peer import Peer
+from server.security.crypto import CryptoError
 
 R = TypeVar("R", bound=Request)
 O = TypeVar("O", bound=OneWay)  # noqa: E741
@@ -46,6 +57,23 @@ class HandlerError(Exception):
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+#: Failures of the infrastructure a client may retry: answered ``unavailable``.
+RETRYABLE: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, BrokerError, TimeoutError)
+#: Seconds a client is told to wait before retrying after an ``unavailable``.
+RETRY_AFTER_S = 1.0
+
+
+def failure_code(exc: BaseException) -> tuple[ErrorCode, str, float | None]:
+    """``(code, message, retry_after_s)`` of a failure a handler did not classify itself."""
+    if isinstance(exc, HandlerError):
+        return exc.code, exc.message, exc.retry_after_s
+    if isinstance(exc, CryptoError):
+        return ErrorCode.INTERNAL, "stored data failed its integrity check", None
+    if isinstance(exc, RETRYABLE):
+        return ErrorCode.UNAVAILABLE, "temporarily unavailable; retry", RETRY_AFTER_S
+    return ErrorCode.INTERNAL, "internal error", None
 
 
 class Deferred:
@@ -85,6 +113,8 @@ class StreamContext:
 
 
 Handler = Callable[[RequestContext, Any], Awaitable[Any]]
+#: Resumes one channel of ``hello.resume``: (context, channel, last seq seen) -> result data.
+ResumeHandler = Callable[[RequestContext, str, int], Awaitable[dict[str, Any]]]
 OneWayHandler = Callable[[StreamContext, Any], Awaitable[None]]
 StreamHandler = Callable[[StreamContext, memoryview], Awaitable[None]]
 
@@ -96,6 +126,7 @@ class Router:
         self._handlers: dict[type[Request], Handler] = {}
         self._oneway: dict[type[OneWay], OneWayHandler] = {}
         self._streams: dict[int, tuple[StreamKind, StreamHandler]] = {}
+        self._resume: dict[str, ResumeHandler] = {}
 
     def add(
         self, message_type: type[R], handler: Callable[[RequestContext, R], Awaitable[Any]]
@@ -118,6 +149,16 @@ class Router:
         if kind.code in self._streams:
             raise ValueError(f"stream kind {kind.name} is already routed")
         self._streams[kind.code] = (kind, handler)
+
+    def add_resume(self, prefix: str, handler: ResumeHandler) -> None:
+        """Resume channels ``<prefix>:...`` named in ``hello.resume``; ValueError if taken."""
+        if prefix in self._resume:
+            raise ValueError(f"resume of {prefix} channels is already routed")
+        self._resume[prefix] = handler
+
+    def resume_for(self, channel: str) -> ResumeHandler | None:
+        """The resume handler of ``channel``'s prefix, or None."""
+        return self._resume.get(channel.partition(":")[0])
 
     def handler_for(self, message_type: type[Request]) -> Handler | None:
         """The handler of ``message_type``, or None when no capability serves it."""

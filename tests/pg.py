@@ -83,7 +83,17 @@ class PostgresServer:
              "-E", "UTF8", "--no-sync", "--no-instructions"],
             check=True, capture_output=True, **_as_postgres(),
         )  # fmt: skip
-        log = open(self.root / "server.log", "wb")  # noqa: SIM115 (lives with the process)
+        self.launch()
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: clients are cut off) but keep its data."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=20)
+
+    def launch(self) -> None:
+        """Start the postgres process on the existing data directory; wait until ready."""
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 (lives with the process)
         args = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port)]
         for setting in (
             "listen_addresses=127.0.0.1",

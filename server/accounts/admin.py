@@ -217,8 +217,10 @@ class AdminService:
             await self.check(caller, Do.USER_DISABLE, _user_target(user))
         now_us = self.accounts.now_us()
         by = caller.user.id if caller else None
-        await self.store.update_user(user.id, by=by, now_us=now_us, status="disabled")
+        # sessions first: the sockets close 4010 (signed out), not 4011 (reconnect)
         ids = await self.accounts.sessions.revoke(user.id, now_us)
+        await self.store.update_user(user.id, by=by, now_us=now_us, status="disabled")
+        self.accounts.user_written(user.id)
         self._audit(caller, Action.ACCOUNT_DISABLE, user.org_id, "user", user.id)
         for sid in ids:
             self._audit(caller, Action.SESSION_REVOKE, user.org_id, "session", sid, "disabled")
@@ -239,6 +241,7 @@ class AdminService:
         await self.store.update_user(
             user.id, by=caller.user.id, now_us=self.accounts.now_us(), role=role
         )
+        self.accounts.user_written(user.id)
         self._audit(caller, Action.ROLE_REVOKE, user.org_id, "user", user.id, f"role_{user.role}")
         self._audit(caller, Action.ROLE_GRANT, user.org_id, "user", user.id, f"role_{role}")
         await self.revocations.user_changed(user.id)

@@ -8,11 +8,14 @@ WebSocket authenticator, and ``start``/``close`` for the lifespan.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -21,7 +24,9 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.accounts.access_log import AccessWatch
 from server.accounts.admin import AdminService
+from server.accounts.authcache import AuthCache
 from server.accounts.authenticator import AccountsAuthenticator, AccountsSessionKeeper
 from server.accounts.errors import ApiError
 from server.accounts.lockout import Lockout
@@ -42,6 +47,7 @@ from server.config import Settings
 from server.security.at_rest import index_key, settings_blind_index, settings_keyring
 from server.security.keys import aead_keyring
 from server.store.db import Database
+from server.supervise import Supervisor
 
 
 @dataclass
@@ -58,6 +64,8 @@ class Accounts:
     shell: Shell
     profile: Profile
     client_address: Callable[[HTTPConnection], str | None]
+    watch: AccessWatch
+    _watch_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def app(self) -> Starlette:
         """The ASGI app of the API (mount it at ``/api/v1``)."""
@@ -75,12 +83,25 @@ class Accounts:
         routes = [Route("/openapi.json", openapi), *build_routes(self.shell, endpoints)]
         return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
-    async def start(self, hub: SocketCloser | None) -> None:
-        """Subscribe to revocations (closing ``hub``'s sockets)."""
-        await self.revocations.start(hub)
+    async def start(self, hub: SocketCloser | None, supervisor: Supervisor | None = None) -> None:
+        """Watch the access change log (closing ``hub``'s sockets) and subscribe to notices.
+
+        The watch loop runs under ``supervisor`` when given (the hub process),
+        else in a task of its own (tools and tests).
+        """
+        await self.revocations.start(hub, self.watch)
+        if supervisor is not None:
+            supervisor.loop("access-watch", self.watch.run)
+        else:
+            self._watch_task = asyncio.get_running_loop().create_task(self.watch.run())
 
     async def close(self) -> None:
-        """Unsubscribe and stop the hashing threads."""
+        """Stop watching, unsubscribe and stop the hashing threads."""
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self.revocations.close()
         self.hasher.close()
 
@@ -124,7 +145,11 @@ def build_accounts(
         idle_us=int(s.session_idle_timeout_s * 1e6),
         absolute_us=int(s.session_absolute_timeout_s * 1e6),
     )
-    revocations = Revocations(broker)
+    cache: AuthCache[Any] = AuthCache(
+        ttl_s=s.auth_cache_ttl_s, max_entries=s.auth_cache_max_entries
+    )
+    revocations = Revocations(broker, cache)
+    watch = AccessWatch(database, revocations.apply, s.access_poll_interval_s)
     service = AccountService(
         store=store,
         sessions=sessions,
@@ -135,6 +160,7 @@ def build_accounts(
         keyring=keyring,
         audit=audit,
         revocations=revocations,
+        cache=cache,
         challenge_ttl_s=s.mfa_challenge_ttl_s,
         reauth_window_s=s.reauth_window_s,
         password_max_age_s=s.password_max_age_days * 86400.0,
@@ -163,8 +189,9 @@ def build_accounts(
     keeper = AccountsSessionKeeper(service)
     profile = Profile(service)
     return Accounts(
-        service, admin, authenticator, keeper, revocations, hasher, api, shell, profile, source
-    )
+        service, admin, authenticator, keeper, revocations, hasher, api, shell, profile, source,
+        watch,
+    )  # fmt: skip
 
 
 __all__ = ["Accounts", "build_accounts"]

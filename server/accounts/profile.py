@@ -37,6 +37,7 @@ class Profile:
             await svc.store.update_user(u.id, by=u.id, now_us=svc.now_us(), email=email)
         except DuplicateError as exc:
             raise ApiError("conflict", "email already used") from exc
+        svc.user_written(u.id)
         svc.audit.record(
             AuditEvent(
                 action=Action.UPDATE,

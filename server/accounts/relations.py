@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from server.accounts import access_log
 from server.accounts.store import new_id
 from server.accounts.tables import care_relationships, delegations
 from server.policy import Delegation, Relationship
@@ -36,6 +37,7 @@ class RelationStore:
                     revoked_us=None,
                 )
             )
+            await access_log.record(conn, access_log.ChangeKind.RIGHTS, [delegate_id], now_us)
         return delegation_id
 
     async def delegation(self, delegation_id: str) -> tuple[str, Delegation] | None:
@@ -51,13 +53,14 @@ class RelationStore:
 
     async def revoke_delegation(self, delegation_id: str, now_us: int) -> bool:
         """Revoke a live delegation; False if none."""
-        stmt = (
-            sa.update(delegations)
-            .where(delegations.c.id == delegation_id, delegations.c.revoked_us.is_(None))
-            .values(revoked_us=now_us)
-        )
+        live = (delegations.c.id == delegation_id, delegations.c.revoked_us.is_(None))
+        stmt = sa.update(delegations).where(*live).values(revoked_us=now_us)
         async with self.db.begin() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+            row = (await conn.execute(sa.select(delegations.c.delegate_id).where(*live))).first()
+            if row is None or (await conn.execute(stmt)).rowcount != 1:
+                return False
+            await access_log.record(conn, access_log.ChangeKind.RIGHTS, [row.delegate_id], now_us)
+            return True
 
     async def delegations_of(self, user_id: str) -> list[Delegation]:
         """Live delegations given to or by ``user_id``."""
@@ -97,6 +100,15 @@ class RelationStore:
             stmt = sa.update(care_relationships).where(*live).values(ended_us=now_us)
             if (await conn.execute(stmt)).rowcount != 1:
                 return None  # ended concurrently: that caller notifies
+            # its actor, its patient, and the secretaries the actor delegates to
+            d = delegations.c
+            found = await conn.execute(
+                sa.select(d.delegate_id).where(
+                    d.practitioner_id == row.actor_id, d.revoked_us.is_(None)
+                )
+            )
+            affected = dict.fromkeys([row.actor_id, row.patient_id, *(r[0] for r in found)])
+            await access_log.record(conn, access_log.ChangeKind.RIGHTS, list(affected), now_us)
         return Relationship(row.kind, row.actor_id, row.patient_id, row.ref_id, row.org_id)
 
     async def relationships_of(self, user_ids: list[str]) -> list[tuple[str, Relationship]]:

@@ -24,14 +24,16 @@ accept a challenge.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 
 from server.accounts import totp
+from server.accounts.authcache import AuthCache
 from server.accounts.errors import ApiError
 from server.accounts.lockout import Attempt, Lockout, LockState, account_key
 from server.accounts.passwords import (
@@ -42,7 +44,13 @@ from server.accounts.passwords import (
     context_words,
 )
 from server.accounts.revocation import Revocations
-from server.accounts.sessions import SessionRow, SessionStore, new_token, token_hash
+from server.accounts.sessions import (
+    TOUCH_EVERY_US,
+    SessionRow,
+    SessionStore,
+    new_token,
+    token_hash,
+)
 from server.accounts.store import AccountStore, User
 from server.audit.events import Action, AuditEvent, Result
 from server.broker.base import Broker
@@ -102,6 +110,7 @@ class AccountService:
         keyring: Keyring,
         audit: Auditor,
         revocations: Revocations,
+        cache: AuthCache[tuple[SessionRow, User]],
         challenge_ttl_s: float,
         reauth_window_s: float,
         password_max_age_s: float,
@@ -110,6 +119,7 @@ class AccountService:
         self.store, self.sessions, self.broker = store, sessions, broker
         self.hasher, self.policy, self.lockout = hasher, policy, lockout
         self.keyring, self.audit, self.revocations = keyring, audit, revocations
+        self.cache = cache
         self.challenge_ttl_s = challenge_ttl_s
         self.reauth_window_us = int(reauth_window_s * 1e6)
         self.password_max_age_us = int(password_max_age_s * 1e6)
@@ -146,6 +156,18 @@ class AccountService:
     async def _set(self, user_id: str, **values: object) -> None:
         """Change the user's own fields (a version row names them as its author)."""
         await self.store.update_user(user_id, by=user_id, now_us=self.now_us(), **values)
+        self.user_written(user_id)
+
+    def user_written(self, user_id: str) -> None:
+        """A user row changed here: this process reads it afresh at once (the other
+        nodes drop it from their caches when they read the access change log)."""
+        self.cache.forget_user(user_id)
+        if self.revocations.watch is not None:
+            self.revocations.watch.poke()
+
+    async def _set_session(self, caller: Caller, **values: object) -> None:
+        await self.sessions.update(caller.session.id, **values)
+        self.cache.forget_session(caller.user.id, caller.session.id)
 
     # -- TOTP secrets at rest ----------------------------------------------------
     def seal_totp(self, user_id: str, secret: str, column: str = "totp_secret") -> bytes:
@@ -178,6 +200,9 @@ class AccountService:
             raise ApiError("challenge_invalid")
 
     # -- login -------------------------------------------------------------------------
+    def _current(self, found: tuple[SessionRow, User], now_us: int) -> bool:
+        return self.sessions.valid(found[0], now_us) and self._usable(found[1], now_us)
+
     def _usable(self, user: User | None, now_us: int) -> bool:
         return (
             user is not None
@@ -370,12 +395,13 @@ class AccountService:
 
     # -- sessions --------------------------------------------------------------------------
     async def authenticate(self, token: str) -> Caller:
-        """The caller of a session token; raises ``unauthenticated``."""
-        row = await self.sessions.by_token(token, self.now_us())
-        user = await self.store.get_user(row.user_id) if row else None
-        if row is None or user is None or not self._usable(user, self.now_us()):
-            raise ApiError("unauthenticated")
-        return Caller(row, user, token)
+        """The caller of a session token; raises ``unauthenticated``.
+
+        One cached lookup (:mod:`server.accounts.authcache`): a dictionary read
+        when cached, else one query joining the session and its user.
+        """
+        key = token_hash(token)
+        return await self._caller(key, token, lambda: self.sessions.with_user(token=token))
 
     async def session_caller(self, session_id: str) -> Caller:
         """The caller of a session id (a spent WebSocket ticket); raises ``unauthenticated``.
@@ -383,11 +409,36 @@ class AccountService:
         The same checks as :meth:`authenticate`: the session valid, its user
         usable (active, enrolled, a guest account not past its end).
         """
-        row = await self.sessions.by_id(session_id, self.now_us())
-        user = await self.store.get_user(row.user_id) if row else None
-        if row is None or user is None or not self._usable(user, self.now_us()):
-            raise ApiError("unauthenticated")
-        return Caller(row, user, "")
+        key = b"id:" + session_id.encode()
+        return await self._caller(key, "", lambda: self.sessions.with_user(session_id=session_id))
+
+    async def _caller(
+        self,
+        key: bytes,
+        token: str,
+        load: Callable[[], Awaitable[tuple[SessionRow, Any] | None]],
+    ) -> Caller:
+        now_us = self.now_us()
+        cached = self.cache.get(key)
+        if cached is not None and not self._current(cached, now_us):
+            # the copy may be older than the database (another node or the socket
+            # keeper used the session since): never refuse on a cached copy alone
+            self.cache.forget_session(cached[1].id, cached[0].id)
+            cached = None
+        if cached is None:
+            found = await load()
+            if found is None:
+                raise ApiError("unauthenticated")
+            cached = (found[0], self.store.user_from_row(found[1]))
+            if not self._current(cached, now_us):
+                raise ApiError("unauthenticated")
+            self.cache.put(key, cached, cached[1].id, cached[0].id)
+        session, user = cached
+        if now_us - session.last_seen_us >= TOUCH_EVERY_US:  # at most once a minute
+            await self.sessions.touch(session.id, now_us)
+            session = dataclasses.replace(session, last_seen_us=now_us)
+            self.cache.put(key, (session, user), user.id, session.id)
+        return Caller(session, user, token)
 
     async def revoke(
         self,
@@ -454,7 +505,7 @@ class AccountService:
             await self._fail(caller.user, acct, source, Action.LOGIN_FAILED, "reauth_failed")
             raise ApiError("auth_failed")
         await self.lockout.release(attempt)
-        await self.sessions.update(caller.session.id, auth_us=self.now_us())
+        await self._set_session(caller, auth_us=self.now_us())
 
     def require_recent_auth(self, caller: Caller) -> None:
         """Raise ``reauth_required`` unless password + TOTP were given recently."""
@@ -473,7 +524,7 @@ class AccountService:
                 raise ApiError("password_reused")
             hashed = await slot.hash(clean)
         await self._set(caller.user.id, password_hash=hashed, password_changed_us=self.now_us())
-        await self.sessions.update(caller.session.id, restricted=None)
+        await self._set_session(caller, restricted=None)
         self._event(Action.PASSWORD_CHANGE, caller.user, source=source)
         await self.revoke(caller, keep=caller.session.id, reason="password_change", source=source)
 

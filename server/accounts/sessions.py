@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
+from server.accounts import access_log
 from server.accounts.store import new_id
-from server.accounts.tables import sessions
+from server.accounts.tables import sessions, users
 from server.store.db import Database
 
 #: Microseconds between two writes of a session's last-seen time (idle timeout).
@@ -179,7 +181,39 @@ class SessionStore:
                 await conn.execute(
                     sa.update(sessions).where(sessions.c.id.in_(ids)).values(revoked_us=now_us)
                 )
+                await access_log.record(
+                    conn, access_log.ChangeKind.SESSION, [user_id] * len(ids), now_us, ids
+                )
         return ids
+
+    async def with_user(
+        self, *, token: str | None = None, session_id: str | None = None
+    ) -> tuple[SessionRow, Any] | None:
+        """The session of ``token`` (or with id ``session_id``) and its user's row: ONE query.
+
+        Valid or not (the caller checks :meth:`valid` at use time); None if unknown.
+        """
+        s = sessions.c
+        where = s.token_hash == token_hash(token) if token is not None else s.id == session_id
+        query = (
+            sa.select(*[s[n].label(f"s_{n}") for n in SessionRow.__slots__], users)
+            .join(users, users.c.id == s.user_id)
+            .where(where)
+        )
+
+        def read(conn: Connection) -> tuple[SessionRow, Any] | None:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            m = row._mapping
+            return SessionRow(**{n: m[f"s_{n}"] for n in SessionRow.__slots__}), row
+
+        return await self.db.run(read, readonly=True)
+
+    async def touch(self, session_id: str, now_us: int) -> None:
+        """Record a use of the session (its idle end moves), at most every TOUCH_EVERY_US."""
+        stmt = sa.update(sessions).where(sessions.c.id == session_id).values(last_seen_us=now_us)
+        await self.db.run(lambda c: c.execute(stmt))
 
 
 def _chunks(ids: Collection[str]) -> list[list[str]]:

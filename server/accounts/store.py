@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from server.accounts import access_log
 from server.accounts.pii import UserCipher
 from server.accounts.tables import invitations, orgs, recovery_codes, user_versions, users
 from server.security.at_rest import normalise_email
@@ -89,6 +90,10 @@ class AccountStore:
     def __init__(self, db: Database, cipher: UserCipher) -> None:
         self.db = db
         self.cipher = cipher
+
+    def user_from_row(self, row: Any) -> User:
+        """A user from a row holding the ``users`` columns (identity fields decrypted)."""
+        return self._user(row)
 
     def _user(self, row: Any) -> User:
         m = row._mapping
@@ -245,6 +250,11 @@ class AccountStore:
             .where(users.c.id == user_id)
             .values(version=users.c.version + 1, **self.cipher.seal_columns(user_id, values))
         )
+        kind = (
+            access_log.ChangeKind.RIGHTS
+            if {"role", "status", "expires_us"} & set(values)
+            else access_log.ChangeKind.PROFILE
+        )
         try:
             async with self.db.begin() as conn:
                 if (await conn.execute(stmt)).rowcount != 1:
@@ -252,6 +262,7 @@ class AccountStore:
                 query = sa.select(users.c.version).where(users.c.id == user_id)
                 version = int((await conn.execute(query)).scalar_one())
                 await self._version(conn, user_id, version, "update", by, now_us, values)
+                await access_log.record(conn, kind, [user_id], now_us)
         except IntegrityError as exc:
             raise DuplicateError("email already used") from exc
         return True

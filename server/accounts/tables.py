@@ -122,3 +122,18 @@ care_relationships = sa.Table(
     sa.Index(None, "actor_id"),
     sa.Index(None, "patient_id"),
 )
+
+#: One row per change of someone's access: a session revoked, a user's rights
+#: changed (role, status, delegation, care relationship) or profile changed.
+#: Written in the transaction of the change; every node polls it (in ``seq``
+#: order) to drop cached credentials and close sockets, so no change depends
+#: on one pub/sub message. Pruned after a day (server/accounts/access_log.py).
+access_changes = sa.Table(
+    "access_changes",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at_us", sa.BigInteger, nullable=False, index=True),
+    sa.Column("user_id", sa.String(40), nullable=False),
+    sa.Column("session_id", sa.String(40)),
+    sa.Column("kind", sa.String(16), nullable=False),
+)

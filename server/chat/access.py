@@ -75,6 +75,11 @@ class ChatAccess:
         )
         return HandlerError(ErrorCode.NOT_FOUND, "no such conversation")
 
+    def forget(self, user_id: str) -> None:
+        """Drop the cached decisions of ``user_id`` (their rights changed)."""
+        for key in [k for k in self._cache if k[0] == user_id]:
+            del self._cache[key]
+
     async def subject(self, ctx: RequestContext) -> policy.Subject:
         """The caller as a policy subject."""
         p = ctx.principal

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
@@ -32,6 +33,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from protocol.chat import (
+    MAX_PAGE,
     TYPING_INTERVAL_S,
     ChatCreate,
     ChatDelete,
@@ -48,7 +50,7 @@ from protocol.chat import (
     channel_of,
 )
 from protocol.errors import ErrorCode
-from protocol.messages import ClientMessage, Event
+from protocol.messages import ID_PATTERN, ClientMessage, Event
 from server import policy
 from server.audit.events import Action as AuditAction
 from server.audit.events import AuditEvent, AuditRecorder
@@ -75,6 +77,8 @@ ACCESS_TTL_S = 5.0
 #: Inbox notice kind telling a user's sockets that they are a member of a new conversation.
 CREATED = "chat.conversation"
 
+
+ID_RE = re.compile(ID_PATTERN)
 
 #: Bytes of events one history page or sync step carries at most (text and overhead):
 #: a page never fills a socket's send queue (``ws_send_queue_max_bytes``).
@@ -169,10 +173,15 @@ class Chat(Capability):
         router.add(ChatReceipt, self.receipt)
         router.add(ChatTyping, self.typing)
         router.add(ChatVersions, self.versions)
+        router.add_resume("conv", self.resume)
 
     async def close(self) -> None:
         """Write what is queued (the channels publish it)."""
         await self.writer.close()
+
+    def rights_changed(self, user_id: str) -> None:
+        """Forget cached access decisions about ``user_id``."""
+        self.access.forget(user_id)
 
     def health(self) -> dict[str, bool]:
         """The writer is running."""
@@ -420,9 +429,21 @@ class Chat(Capability):
         the reply's ``last_seq`` is then lower than ``after_seq`` and every
         later event is delivered (never filtered by the client's bad position).
         """
-        await self.access.authorise(ctx, msg.conv, Action.CHAT_READ)
+        return await self._sync(ctx, msg.conv, msg.after_seq, msg.limit)
+
+    async def resume(self, ctx: RequestContext, channel: str, seq: int) -> dict[str, Any]:
+        """``hello.resume`` of a conversation channel: ``chat.sync`` after ``seq``."""
+        conv = conv_of(channel)
+        if not ID_RE.fullmatch(conv):
+            raise HandlerError(ErrorCode.BAD_REQUEST, "not a conversation channel")
+        return await self._sync(ctx, conv, seq, MAX_PAGE)
+
+    async def _sync(
+        self, ctx: RequestContext, conv: str, after_seq: int, limit: int
+    ) -> dict[str, Any]:
+        await self.access.authorise(ctx, conv, Action.CHAT_READ)
         peer = ctx.peer
-        ch = channel_of(msg.conv)
+        ch = channel_of(conv)
         try:
             att = await self.channels.attach(peer, ch, buffering=True)
         except BrokerError as exc:
@@ -430,30 +451,28 @@ class Chat(Capability):
         keys = self.keys
 
         def read(c: Connection) -> tuple[int, list[ChatEvent]]:
-            current = store.last_seqs(c, [msg.conv]).get(msg.conv, 0)
-            return current, store.events(
-                c, keys, msg.conv, after=msg.after_seq, limit=msg.limit + 1
-            )
+            current = store.last_seqs(c, [conv]).get(conv, 0)
+            return current, store.events(c, keys, conv, after=after_seq, limit=limit + 1)
 
         try:
             current, evs = await self.db.run(read, readonly=True)
         except BaseException:
             self.channels.detach(peer, ch)
             raise
-        caught_up = len(evs) <= msg.limit
-        evs = evs[: msg.limit]
+        caught_up = len(evs) <= limit
+        evs = evs[:limit]
         fit = page_fit(evs, self.page_bytes)
         if fit < len(evs):  # cut by bytes: the client syncs again from the last seq
             caught_up, evs = False, evs[:fit]
         if evs:
             send_events(peer, [(ev.seq, encode_event(ch, ev.seq, ev.kind, ev)) for ev in evs])
         # read before the events: any seq above it is either replayed or delivered live
-        last = evs[-1].seq if evs else min(msg.after_seq, current)
+        last = evs[-1].seq if evs else min(after_seq, current)
         if caught_up:
             att.go_live(last)
         else:
             self.channels.detach(peer, ch)
-        self.access.audit(ctx, AuditAction.READ, "conversation", msg.conv)
+        self.access.audit(ctx, AuditAction.READ, "conversation", conv)
         return {"last_seq": last, "caught_up": caught_up}
 
     async def unfollow(self, ctx: RequestContext, msg: ChatUnfollow) -> dict[str, Any]:

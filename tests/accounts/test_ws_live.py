@@ -1,8 +1,8 @@
 """A real hub on a real socket with the real accounts authenticator.
 
 The handshake uses accounts sessions (bearer token, single-use ticket, cookie
-with a strict Origin), and revoking a session closes its live socket at once
-with 4010.
+with a strict Origin); revoking a session closes its live socket at once with
+4010, and a change of rights closes the user's sockets with 4011 (reconnect).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ async def test_revoking_a_delegation_closes_the_delegates_socket(hub: LiveHub) -
             with pytest.raises(ConnectionClosed) as info:
                 while True:
                     await ws.recv()
-            assert close_code(info) == CloseCode.SESSION_REVOKED
+            assert close_code(info) == CloseCode.RIGHTS_CHANGED
 
 
 async def test_ending_care_closes_the_care_teams_sockets(hub: LiveHub) -> None:
@@ -170,7 +170,7 @@ async def test_ending_care_closes_the_care_teams_sockets(hub: LiveHub) -> None:
                     async with asyncio.timeout(5):
                         while True:
                             await sockets[who.user_id].recv()
-                assert close_code(info) == CloseCode.SESSION_REVOKED, who.email
+                assert close_code(info) == CloseCode.RIGHTS_CHANGED, who.email
             # the admin's rights did not change: their socket stays open
             ping = await Client(sockets[admin.user_id], binary=False).request(
                 {"type": "ping", "id": 1}

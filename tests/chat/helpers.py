@@ -127,10 +127,14 @@ async def peer(hub: RunningHub, user: str, *, binary: bool = True) -> AsyncItera
         await p.close()
 
 
-async def open_peer(hub: RunningHub, user: str, *, binary: bool = True) -> Peer:
+async def open_peer(
+    hub: RunningHub, user: str, *, binary: bool = True, resume: dict[str, int] | None = None
+) -> Peer:
+    """A connected, authenticated :class:`Peer` (``resume``: ``hello.resume.channels``)."""
     proto = SUBPROTOCOL_MSGPACK if binary else SUBPROTOCOL_JSON
     ws = await connect(hub.url, subprotocols=[proto], max_size=2**22, ping_interval=None)  # type: ignore[list-item]
     p = Peer(ws, binary)
-    welcome = await p.call("hello", auth={"method": "token", "token": token_for(user)})
+    extra: dict[str, Any] = {"resume": {"channels": resume}} if resume else {}
+    welcome = await p.call("hello", auth={"method": "token", "token": token_for(user)}, **extra)
     assert welcome["type"] == "welcome", welcome
     return p

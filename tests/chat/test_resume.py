@@ -63,3 +63,37 @@ async def test_killed_receiver_resumes_exactly_once(hub: RunningHub) -> None:
         await receiver.close()
         for p in senders:
             await p.close()
+
+
+async def test_hello_resume_replays_what_was_missed_then_follows_live(hub: RunningHub) -> None:
+    async with peer(hub, "alice") as alice:
+        conv = (await alice.ok("chat.create", kind="direct", members=["bob"]))["conv"]
+        for i in range(5):
+            await alice.ok("chat.send", conv=conv, client_msg_id=f"m{i}", text=f"t{i}")
+        ch = f"conv:{conv}"
+        bob = await open_peer(hub, "bob", resume={ch: 2, "conv:c-nosuch": 0, "weird:x": 1})
+        replayed = [(await bob.event("message"))["seq"] for _ in range(3)]
+        assert replayed == [3, 4, 5]
+        outcomes = {}
+        for _ in range(3):
+            ev = await bob.event()
+            outcomes[ev["ch"]] = (ev["kind"], ev["data"])
+        assert outcomes[ch] == ("resumed", {"last_seq": 5, "caught_up": True})
+        assert outcomes["conv:c-nosuch"][0] == "resume_failed"
+        assert outcomes["conv:c-nosuch"][1]["code"] == "not_found"
+        assert outcomes["weird:x"][1]["code"] == "unknown_type"
+        await alice.ok("chat.send", conv=conv, client_msg_id="m5", text="live")
+        assert (await bob.event("message"))["seq"] == 6  # followed live, no chat.sync needed
+        await bob.close()
+
+
+async def test_hello_resume_of_someone_elses_conversation_is_refused(hub: RunningHub) -> None:
+    async with peer(hub, "alice") as alice:
+        conv = (await alice.ok("chat.create", kind="direct", members=["bob"]))["conv"]
+        await alice.ok("chat.send", conv=conv, client_msg_id="m0", text="private")
+        carol = await open_peer(hub, "carol", resume={f"conv:{conv}": 0})
+        ev = await carol.event()
+        assert (ev["kind"], ev["data"]["code"]) == ("resume_failed", "forbidden")
+        with pytest.raises(asyncio.TimeoutError):  # and nothing of the conversation
+            await carol.event("message", timeout=0.3)
+        await carol.close()
