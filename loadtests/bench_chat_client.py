@@ -18,8 +18,9 @@ Engine.IO ping) and are answered, not counted. Times are ``time.monotonic()``
 
 Protocols:
 
-- ``hub``: subprotocol ``medhub.v1.msgpack``; ``hello`` with a bench token,
-  then ``chat.sync {conv, after_seq: 0}``; events are msgpack ``event`` maps.
+- ``hub``: subprotocol ``medhub.v1.msgpack``; ``hello`` with user ``n``'s
+  session token from ``--tokens`` (a bench token without it), then
+  ``chat.sync {conv, after_seq: --after}``; events are msgpack ``event`` maps.
 - ``broadcast``: the plain ``websockets`` baseline; msgpack
   ``{"type": "hello", "role": "receiver"}``; events are the senders' bytes.
 - ``socketio``: Engine.IO 4 over WebSocket only; ``40{"role":"receiver"}``
@@ -40,6 +41,7 @@ from typing import Any
 import msgpack
 
 from loadtests.bench_server import bench_token, raise_nofile_limit
+from loadtests.seed import read_tokens
 from protocol.codec import SUBPROTOCOL_MSGPACK
 
 #: Data frames shorter than this are control traffic (heartbeat, Engine.IO ping), not events.
@@ -207,7 +209,9 @@ def _request(port: int, path: str, subprotocol: str | None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def open_receiver(kind: str, port: int, user: int, conv: str, tracker: Tracker) -> Receiver:
+async def open_receiver(
+    kind: str, port: int, user: int, conv: str, tracker: Tracker, token: str = "", after: int = 0
+) -> Receiver:
     """Connect, handshake, join the conversation / room; the receiver then counts frames."""
     loop = asyncio.get_running_loop()
     path, sub = ("/socket.io/?EIO=4&transport=websocket", None) if kind == "socketio" else (
@@ -218,14 +222,15 @@ async def open_receiver(kind: str, port: int, user: int, conv: str, tracker: Tra
     proto.transport.write(_request(port, path, sub))
     await asyncio.wait_for(proto.handshaken, SETUP_TIMEOUT_S)
     if kind == "hub":
-        token = bench_token(user)
+        token = token or bench_token(user)
         proto.send(
             msgpack.packb({"type": "hello", "id": 1, "auth": {"method": "token", "token": token}})
         )
         welcome = msgpack.unpackb(await proto.expect())
         if welcome.get("type") != "welcome":
             raise ConnectionError(f"hub hello refused: {welcome}")
-        proto.send(msgpack.packb({"type": "chat.sync", "id": 2, "conv": conv, "after_seq": 0}))
+        sync = {"type": "chat.sync", "id": 2, "conv": conv, "after_seq": after}
+        proto.send(msgpack.packb(sync))
         while True:
             reply = msgpack.unpackb(await proto.expect())
             if reply.get("type") == "result" and reply.get("id") == 2:
@@ -284,11 +289,15 @@ def report(
 async def main_async(args: argparse.Namespace) -> None:
     raise_nofile_limit()
     tracker = Tracker(args.count, args.warm, args.total)
+    tokens = read_tokens(args.tokens) if args.tokens else []
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def one(user: int) -> Receiver:
         async with gate:
-            return await open_receiver(args.kind, args.port, user, args.conv, tracker)
+            token = tokens[user] if tokens else ""
+            return await open_receiver(
+                args.kind, args.port, user, args.conv, tracker, token, args.after
+            )
 
     receivers = await asyncio.gather(*(one(args.first + i) for i in range(args.count)))
     print("READY", flush=True)
@@ -328,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=0, help="first user number")
     parser.add_argument("--count", type=int, required=True, help="sockets")
     parser.add_argument("--conv", default="", help="conversation id (hub)")
+    parser.add_argument("--tokens", help="JSON list of session tokens, user n's at n (hub)")
+    parser.add_argument("--after", type=int, default=0, help="chat.sync after_seq (hub)")
     parser.add_argument("--warm", type=int, required=True, help="warm-up events per socket")
     parser.add_argument("--total", type=int, required=True, help="all events per socket")
     parser.add_argument("--stall", type=float, default=10.0, help="seconds without progress")

@@ -1,8 +1,8 @@
 """The two baselines of the chat fan-out benchmark (:mod:`loadtests.bench_chat`).
 
-``python -m loadtests.bench_chat_servers broadcast --port N`` or
-``... socketio --port N``; both answer ``GET /healthz`` with 200 and stop on
-SIGTERM.
+``python -m loadtests.bench_chat_servers broadcast --port N``,
+``... socketio --port N`` or ``... relay --port N``; each answers
+``GET /healthz`` with 200 and stops on SIGTERM.
 
 - ``broadcast``: a plain ``websockets.asyncio.server`` on uvloop with the
   hub's transport settings (compression off, protocol pings off). The first
@@ -17,6 +17,13 @@ SIGTERM.
   ``{"role": "receiver"}`` enters room ``conv``; the ``msg`` event handler
   does ``await sio.emit("chat", data, room="conv")`` and returns ``1``, which
   Socket.IO sends back as the ack of the sender's message.
+- ``relay``: the baseline of the chat latency section: the same ``websockets``
+  server speaking just enough of the hub's protocol for the same client
+  (msgpack): ``hello`` gets a ``welcome``-shaped map, ``chat.sync`` puts the
+  socket among the followers (``result``), ``chat.send`` gets the next seq,
+  an ``event`` map with the hub's fields is encoded once and
+  ``websockets.broadcast`` to the followers, then the sender gets its
+  ``result``. No storage, no authorisation, no audit: the fan-out alone.
 """
 
 from __future__ import annotations
@@ -63,6 +70,56 @@ async def serve_broadcast(host: str, port: int) -> None:
                 await ws.send(ACK)
         except ConnectionClosed:
             pass
+
+    await serve_until_signalled(host, port, handler, banner=None)
+
+
+# -- relay (the hub's chat protocol, fan-out only) ------------------------------------------
+async def serve_relay(host: str, port: int) -> None:
+    """Serve the relay baseline until SIGTERM or SIGINT."""
+    import time
+
+    import websockets
+    from websockets.asyncio.server import ServerConnection
+    from websockets.exceptions import ConnectionClosed
+
+    from loadtests.plain_server import _welcome, serve_until_signalled
+
+    followers: set[ServerConnection] = set()
+    last_seq = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal last_seq
+        try:
+            hello = msgpack.unpackb(await ws.recv())
+            await ws.send(msgpack.packb(_welcome(hello)))
+            user = "u-relay"
+            async for frame in ws:
+                msg = msgpack.unpackb(frame)
+                kind = msg.get("type") if isinstance(msg, dict) else None
+                if kind == "chat.send":
+                    last_seq += 1
+                    seq = last_seq
+                    data = {
+                        "seq": seq, "kind": "message", "sender": user,
+                        "client_msg_id": msg.get("client_msg_id"), "at": int(time.time() * 1000),
+                        "text": msg.get("text"), "version": 1,
+                    }  # fmt: skip
+                    event = {
+                        "type": "event", "ch": f"conv:{msg.get('conv')}", "seq": seq,
+                        "kind": "message", "data": data,
+                    }  # fmt: skip
+                    websockets.broadcast(followers, msgpack.packb(event))
+                    reply = {"seq": seq, "duplicate": False}
+                    await ws.send(msgpack.packb({"type": "result", "id": msg["id"], "data": reply}))
+                elif kind == "chat.sync":
+                    followers.add(ws)
+                    reply = {"last_seq": last_seq, "caught_up": True}
+                    await ws.send(msgpack.packb({"type": "result", "id": msg["id"], "data": reply}))
+        except ConnectionClosed:
+            pass
+        finally:
+            followers.discard(ws)
 
     await serve_until_signalled(host, port, handler, banner=None)
 
@@ -129,16 +186,17 @@ def serve_socketio(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench_chat_servers")
-    parser.add_argument("kind", choices=("broadcast", "socketio"))
+    parser.add_argument("kind", choices=("broadcast", "socketio", "relay"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", help="ignored; accepted so every server takes the same flags")
     args = parser.parse_args(argv)
     raise_nofile_limit()
-    if args.kind == "broadcast":
+    if args.kind in ("broadcast", "relay"):
         import uvloop
 
-        uvloop.run(serve_broadcast(args.host, args.port))
+        serve = serve_broadcast if args.kind == "broadcast" else serve_relay
+        uvloop.run(serve(args.host, args.port))
     else:
         serve_socketio(args.host, args.port)
     return 0
