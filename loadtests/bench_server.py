@@ -36,6 +36,7 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -279,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tracemalloc snapshot written to {snapshot_path}", file=sys.stderr, flush=True)
 
         signal.signal(signal.SIGUSR1, dump)
+    if spy := os.environ.get("MEDHUB_BENCH_PYSPY"):  # diagnostics only: sample this process
+        subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(os.getpid()),
+             "-r", "250", "-d", os.environ.get("MEDHUB_BENCH_PYSPY_S", "20"), "--threads",
+             "--format", "raw", "-o", spy],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     profiler = cProfile.Profile() if args.profile else None
     monitor = LoopMonitor() if args.monitor else None
     if profiler is not None:

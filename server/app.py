@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -169,6 +170,7 @@ def build_app(
         await c.accounts.start(c.hub, c.supervisor)
         await c.capabilities.start()
         tune_gc(c.settings.gc_thresholds)
+        sys.setswitchinterval(c.settings.gil_switch_interval_s)
         if on_ready is not None:
             on_ready(c)
         log.info("hub ready", extra={"node": c.hub.node_id})

@@ -58,6 +58,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: str = "info"
     log_json: bool = True
     gc_thresholds: list[int] = msgspec.field(default_factory=lambda: [50000, 20, 100])
+    gil_switch_interval_s: float = 0.005
     trusted_proxies: list[str] = []
     allowed_origins: list[str] = msgspec.field(
         default_factory=lambda: ["http://127.0.0.1:8000", "http://localhost:8000"]
@@ -169,6 +170,9 @@ FIELD_DOCS: dict[str, str] = {
     "node_id": "this process's id among hub nodes (default: hostname-pid)",
     "log_level": "debug | info | warning | error",
     "log_json": "structured JSON log lines (true) or plain text (false)",
+    "gil_switch_interval_s": "seconds a thread holds the interpreter lock before another may "
+    "take it (sys.setswitchinterval; CPython's default 0.005): shorter, the database thread "
+    "waits less behind a busy event loop",
     "gc_thresholds": "garbage-collector thresholds (gen0 allocations, gen1 and gen2 runs; "
     "list of 3 ints; empty: CPython's default); start-up objects are frozen either way",
     "trusted_proxies": "addresses whose X-Forwarded-For is believed (list of IPs)",
@@ -318,6 +322,8 @@ def _check_ranges(s: Settings) -> None:
         value = getattr(s, name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"{name} must be > 0 (got {value})")
+    if not 0 < s.gil_switch_interval_s <= 0.1:
+        raise ConfigError("gil_switch_interval_s must be in (0, 0.1]")
     if s.access_poll_interval_s <= 0 or s.auth_cache_ttl_s < 0:
         raise ConfigError("access_poll_interval_s must be > 0 and auth_cache_ttl_s >= 0")
     if s.gc_thresholds and (len(s.gc_thresholds) != 3 or min(s.gc_thresholds) < 1):

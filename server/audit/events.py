@@ -111,6 +111,16 @@ class AuditEvent:
     request_id: str | None = None
     at: datetime | None = None
 
+    def retarget(self, target_id: str) -> AuditEvent:
+        """This event about ``target_id`` instead (only the new id is checked: cheap)."""
+        if not ID_PATTERN.fullmatch(target_id):
+            raise ValueError("audit field target_id is not a pseudonymous id")
+        copy = object.__new__(AuditEvent)
+        for name in self.__slots__:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "target_id", target_id)
+        return copy
+
     def __post_init__(self) -> None:
         # Accept the plain string values too (they are checked here).
         object.__setattr__(self, "action", Action(self.action))

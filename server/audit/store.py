@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.audit.chain import Checkpoint, CheckpointKind, Entry
 from server.store.db import Database
+from server.store.fastsql import MultiInsert, Prepared
 from server.store.schema import audit_anchor, audit_chain_head, audit_log
 
 #: Audit rows read per query while verifying or exporting (bounds memory).
@@ -29,6 +30,19 @@ def _entry(row: sa.Row[Any]) -> Entry:
     return Entry(**row._mapping)
 
 
+_LOCK_HEAD = Prepared(
+    sa.select(audit_chain_head.c.seq, audit_chain_head.c.tag)
+    .where(audit_chain_head.c.id == 1)
+    .with_for_update()
+)
+_MOVE_HEAD = Prepared(
+    audit_chain_head.update()
+    .where(audit_chain_head.c.id == 1)
+    .values(seq=sa.bindparam("seq"), tag=sa.bindparam("tag"), updated_us=sa.bindparam("at"))
+)
+_INSERT = MultiInsert(audit_log, Entry._fields)
+
+
 def lock_head(conn: Connection) -> tuple[int, bytes]:
     """The chain head ``(seq, tag)``, locked until the transaction ends.
 
@@ -36,10 +50,7 @@ def lock_head(conn: Connection) -> tuple[int, bytes]:
     its ``BEGIN IMMEDIATE`` already excludes other writers. Raises
     ``LookupError`` if the head row is missing (database not migrated).
     """
-    stmt = sa.select(audit_chain_head.c.seq, audit_chain_head.c.tag).where(
-        audit_chain_head.c.id == 1
-    )
-    row = conn.execute(stmt.with_for_update()).first()
+    row = _LOCK_HEAD.execute(conn, {}).first()
     if row is None:
         raise LookupError("audit_chain_head row missing: run medhub migrate")
     return int(row.seq), bytes(row.tag)
@@ -61,13 +72,9 @@ def append(conn: Connection, entries: Sequence[Entry], now_us: int) -> None:
     """
     if not entries:
         return
-    conn.execute(audit_log.insert(), [e._asdict() for e in entries])
+    _INSERT.execute(conn, entries)
     last = entries[-1]
-    conn.execute(
-        audit_chain_head.update()
-        .where(audit_chain_head.c.id == 1)
-        .values(seq=last.seq, tag=last.tag, updated_us=now_us)
-    )
+    _MOVE_HEAD.execute(conn, {"seq": last.seq, "tag": last.tag, "at": now_us})
 
 
 async def iter_entries(

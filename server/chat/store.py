@@ -25,11 +25,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 from protocol.chat import ChatEvent
 from server.chat.tables import chat_conversation, chat_member, chat_message, chat_message_version
 from server.security.crypto import Keyring, aad
+from server.store.fastsql import MultiInsert, Prepared, placeholders
 
 
 class ChatStoreError(Exception):
@@ -56,8 +57,23 @@ class AlreadyDeleted(ChatStoreError):
     """The message was deleted before."""
 
 
-#: Keys looked up per duplicate-check query (three bound values each).
-_KEYS_PER_QUERY = 200
+_c = chat_conversation.c
+#: Seq allocation: one row lock / write lock, compiled once.
+_ALLOCATE = Prepared(
+    sa.update(chat_conversation)
+    .where(_c.id == sa.bindparam("conv"))
+    .values(last_seq=_c.last_seq + sa.bindparam("n"))
+    .returning(_c.last_seq)
+)
+#: New messages, many rows per statement.
+_INSERT = MultiInsert(
+    chat_message,
+    ("conv_id", "seq", "kind", "sender", "client_msg_id", "created_us", "body", "record_ref",
+     "target_seq", "version", "edited_us", "deleted_us"),
+)  # fmt: skip
+
+#: Client ids looked up per duplicate-check query.
+_KEYS_PER_QUERY = 500
 
 
 def now_us() -> int:
@@ -251,17 +267,27 @@ def advance_receipt(conn: Connection, conv: str, user: str, kind: str, seq: int)
 # -- the event log ---------------------------------------------------------------------
 def allocate(conn: Connection, conv: str, count: int) -> int:
     """Reserve ``count`` seqs of ``conv``; returns the first (raises NoSuchConversation)."""
-    c = chat_conversation.c
-    result = conn.execute(
-        sa.update(chat_conversation)
-        .where(c.id == conv)
-        .values(last_seq=c.last_seq + count)
-        .returning(c.last_seq)
-    )
-    last = result.scalar()
+    last = _ALLOCATE.execute(conn, {"conv": conv, "n": count}).scalar()
     if last is None:
         raise NoSuchConversation(conv)
     return int(last) - count + 1
+
+
+_existing_sql: dict[tuple[str, int, int], str] = {}
+
+
+def _existing(dialect: Dialect, senders: int, ids: int) -> str:
+    """The duplicate lookup of one conversation, for so many senders and ids (cached)."""
+    key = (dialect.name, senders, ids)
+    sql = _existing_sql.get(key)
+    if sql is None:
+        marks = placeholders(dialect, 1 + senders + ids)
+        sql = _existing_sql[key] = (  # placeholders only: every value is bound
+            "SELECT sender, client_msg_id, seq FROM chat_message WHERE conv_id = "  # noqa: S608
+            f"{marks[0]} AND sender IN ({', '.join(marks[1 : 1 + senders])}) "
+            f"AND client_msg_id IN ({', '.join(marks[1 + senders :])})"
+        )
+    return sql
 
 
 def existing_ids(
@@ -269,25 +295,26 @@ def existing_ids(
 ) -> dict[tuple[str, str, str], int]:
     """Seqs of already stored (conv, sender, client_msg_id) keys among ``keys``.
 
-    Each key is matched on all three columns, so the lookup is a probe of the
-    unique index per key: its cost does not grow with the conversations' history.
+    One query per conversation of the batch, probing the unique
+    (conv_id, sender, client_msg_id) index for each (sender, id) pair: the
+    cost does not grow with the history.
     """
-    wanted = sorted(set(keys))
-    if not wanted:
-        return {}
-    c = chat_message.c
+    wanted = set(keys)
+    groups: dict[str, tuple[set[str], set[str]]] = {}
+    for conv, sender, cid in wanted:
+        senders, ids = groups.setdefault(conv, (set(), set()))
+        senders.add(sender)
+        ids.add(cid)
     found: dict[tuple[str, str, str], int] = {}
-    for i in range(0, len(wanted), _KEYS_PER_QUERY):
-        chunk = wanted[i : i + _KEYS_PER_QUERY]
-        cond = sa.or_(
-            *(
-                sa.and_(c.conv_id == conv, c.sender == sender, c.client_msg_id == cid)
-                for conv, sender, cid in chunk
-            )
-        )
-        rows = conn.execute(sa.select(c.conv_id, c.sender, c.client_msg_id, c.seq).where(cond))
-        for r in rows:
-            found[(r.conv_id, r.sender, r.client_msg_id)] = int(r.seq)
+    for conv, (senders, ids) in groups.items():
+        who, id_list = sorted(senders), sorted(ids)
+        for i in range(0, len(id_list), _KEYS_PER_QUERY):
+            chunk = id_list[i : i + _KEYS_PER_QUERY]
+            sql = _existing(conn.dialect, len(who), len(chunk))
+            for sender, cid, seq in conn.exec_driver_sql(sql, (conv, *who, *chunk)):
+                key = (conv, sender, cid)
+                if key in wanted:  # the cross product may match another sender's id
+                    found[key] = int(seq)
     return found
 
 
@@ -305,16 +332,14 @@ class NewMessage:
 
 
 def insert_messages(conn: Connection, keys: Keyring, rows: Sequence[NewMessage]) -> None:
-    """Insert ``rows`` (kind ``message``, version 1), sealing each text."""
+    """Insert ``rows`` (kind ``message``, version 1), sealing each text: one statement."""
     if not rows:
         return
-    conn.execute(
-        sa.insert(chat_message),
+    _INSERT.execute(
+        conn,
         [
-            {"conv_id": m.conv, "seq": m.seq, "kind": "message", "sender": m.sender,
-             "client_msg_id": m.client_msg_id, "created_us": m.at_us,
-             "body": keys.seal(m.text.encode(), _aad(m.conv, m.seq)), "record_ref": m.record,
-             "target_seq": None, "version": 1, "edited_us": None, "deleted_us": None}
+            (m.conv, m.seq, "message", m.sender, m.client_msg_id, m.at_us,
+             keys.seal(m.text.encode(), _aad(m.conv, m.seq)), m.record, None, 1, None, None)
             for m in rows
         ],
     )  # fmt: skip

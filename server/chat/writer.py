@@ -27,7 +27,6 @@ sends. :meth:`submit` raises :class:`WriterClosedError` after :meth:`close`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -127,7 +126,7 @@ class _Batch:
                         at=at // 1000, text=p.text, record=p.record, version=1,
                     )
                 )  # fmt: skip
-                audit.append(dataclasses.replace(p.audit, target_id=f"{conv}.{seq}"))
+                audit.append(p.audit.retarget(f"{conv}.{seq}"))
             published[conv] = evs
         store.insert_messages(conn, keys, rows)
         for i, j in repeat_of.items():

@@ -24,7 +24,10 @@ Two ways to run a transaction:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -71,6 +74,7 @@ class Database:
         self._thread_engine: Engine | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
+        self._checkpointer: _Checkpointer | None = None
 
     @property
     def dialect(self) -> engines.Dialect:
@@ -105,10 +109,22 @@ class Database:
         if threaded:
             readers = max(1, self._pool_size - 1)
             self._thread_engine = engines.create_thread_engine(
-                self._url, pool_size=readers + 1, sqlite_busy_timeout_ms=self._busy_timeout_ms
+                # one kept connection per thread, and one spare
+                self._url,
+                pool_size=readers + 2,
+                sqlite_busy_timeout_ms=self._busy_timeout_ms,
             )
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
-            self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-reader")
+            self._writer = ThreadPoolExecutor(
+                1,
+                thread_name_prefix="db-writer",
+                initializer=_os_thread_name,
+                initargs=("db-writer",),
+            )
+            self._readers = ThreadPoolExecutor(
+                readers, thread_name_prefix="db-reader", initializer=_os_thread_name,
+                initargs=("db-reader",),
+            )  # fmt: skip
+            self._checkpointer = _Checkpointer(str(self._url.database), self._busy_timeout_ms)
 
     async def close(self) -> None:
         """Dispose of the pools and threads (idempotent). Transactions must be finished first."""
@@ -116,11 +132,18 @@ class Database:
         if engine is not None:
             await engine.dispose()
         thread_engine, self._thread_engine = self._thread_engine, None
-        for pool in (self._writer, self._readers):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        pools = [p for p in (self._writer, self._readers) if p is not None]
         self._writer = self._readers = None
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:  # a transaction still running ends first (bounded wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(pool.shutdown, wait=True), 10.0)
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         if thread_engine is not None:
+            _close_connections(thread_engine)
             thread_engine.dispose()
 
     async def run(
@@ -145,9 +168,12 @@ class Database:
         if thread_engine is not None:
             pool = self._readers if readonly else self._writer
             assert pool is not None
-            return await asyncio.get_running_loop().run_in_executor(
+            result = await asyncio.get_running_loop().run_in_executor(
                 pool, _in_thread, thread_engine, fn, readonly, durable, before
             )
+            if not readonly and self._checkpointer is not None:
+                self._checkpointer.written.set()
+            return result
         if before is not None:
             await asyncio.to_thread(before)
         async with engine.connect() as conn:
@@ -202,6 +228,23 @@ class Database:
         await self.close()
 
 
+def _os_thread_name(name: str) -> None:
+    """Name the current thread for the OS too (``top -H``, ``/proc/*/task/*/comm``)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+_local = threading.local()
+#: Connections the database threads keep, by engine: closed by Database.close.
+_kept: dict[int, list[Connection]] = {}
+_kept_lock = threading.Lock()
+
+
 def _in_thread(
     engine: Engine,
     fn: Callable[[Connection], T],
@@ -209,12 +252,84 @@ def _in_thread(
     durable: bool,
     before: Callable[[], object] | None,
 ) -> T:
-    """One transaction in a database thread (see :meth:`Database.run`)."""
+    """One transaction in a database thread (see :meth:`Database.run`).
+
+    Each database thread keeps its own connection (no pool checkout and no
+    reset per transaction); one left unusable by a failure is dropped and a
+    new one is made next time.
+    """
     if before is not None:
         before()
-    with engine.connect() as conn:
-        conn = conn.execution_options(
-            **{engines.READONLY_OPTION: readonly, engines.DURABLE_OPTION: durable}
-        )
+    conns: dict[int, Connection] = _local.__dict__.setdefault("conns", {})
+    key = id(engine)
+    conn = conns.get(key)
+    if conn is None or conn.closed:
+        conn = conns[key] = engine.connect()
+        with _kept_lock:
+            _kept.setdefault(id(engine), []).append(conn)
+    conn.execution_options(**{engines.READONLY_OPTION: readonly, engines.DURABLE_OPTION: durable})
+    try:
         with conn.begin():
             return fn(conn)
+    except BaseException:
+        if conn.invalidated or conn.closed or conn.in_transaction():
+            conns.pop(key, None)
+            with contextlib.suppress(Exception):
+                conn.close()
+        raise
+
+
+def _close_connections(engine: Engine) -> None:
+    """Close the connections the threads kept for ``engine`` (they have stopped)."""
+    with _kept_lock:
+        kept = _kept.pop(id(engine), [])
+    for conn in kept:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+class _Checkpointer:
+    """Copies the SQLite WAL into the database file in a thread of its own.
+
+    The writer's connections never checkpoint (``wal_autocheckpoint=0``), so no
+    commit waits for the copy and its fsync. This thread runs a PASSIVE
+    checkpoint (it never blocks readers or the writer) at most every
+    :data:`CHECKPOINT_EVERY_S` seconds after a write.
+    """
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self.written = threading.Event()
+        self._stop = threading.Event()
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._stop.is_set():
+                if not self.written.wait(1.0):
+                    continue
+                self.written.clear()
+                if conn is None:
+                    conn = sqlite3.connect(self._path, check_same_thread=False)
+                    conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("wal checkpoint failed", extra={"error": type(exc).__name__})
+                self._stop.wait(CHECKPOINT_EVERY_S)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def stop(self) -> None:
+        """Checkpoint once more and end the thread (waits for it, briefly)."""
+        self._stop.set()
+        self.written.set()
+        self._thread.join(5.0)
+
+
+#: Seconds between two background WAL checkpoints while writes go on.
+CHECKPOINT_EVERY_S = 0.5

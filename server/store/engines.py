@@ -31,6 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 Dialect = Literal["sqlite", "postgresql"]
 
+#: SQLite page cache per connection (KiB) and memory-mapped I/O window (bytes, shared
+#: with the OS page cache).
+SQLITE_CACHE_KIB = 16384
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+
 READONLY_OPTION = "medhub_readonly"
 DURABLE_OPTION = "medhub_durable"
 
@@ -99,11 +104,19 @@ def create_thread_engine(url: URL, *, pool_size: int, sqlite_busy_timeout_ms: in
         hide_parameters=True,
         connect_args={"check_same_thread": False},
     )
-    _install_sqlite_hooks(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
+    # One multi-row INSERT per executemany instead of one step per row: each step
+    # releases and re-takes the interpreter lock, and a busy event loop makes the
+    # database thread wait for it every time.
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    # The writer never checkpoints the WAL itself (a commit that does would stall
+    # for the copy and its fsync): Database's checkpoint thread does, in the background.
+    _install_sqlite_hooks(engine, busy_timeout_ms=sqlite_busy_timeout_ms, autocheckpoint=False)
     return engine
 
 
-def _install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int) -> None:
+def _install_sqlite_hooks(
+    engine: Engine, *, busy_timeout_ms: int, autocheckpoint: bool = True
+) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # SQLAlchemy emits BEGIN itself (see _on_begin); the driver must not.
@@ -114,6 +127,12 @@ def _install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # a larger page cache and memory-mapped reads: fewer page reads and
+            # decodes when inserting into large indexes (the chat history)
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+            if not autocheckpoint:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
         finally:
             cursor.close()
 

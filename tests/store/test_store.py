@@ -195,3 +195,27 @@ async def test_sqlite_transactions_run_in_database_threads_not_the_loop(tmp_path
     assert writers[0] != loop_thread
     assert all(name.startswith("db-reader") for name in readers)
     assert len(set(readers)) <= 2  # pool_size - 1 reader threads
+
+
+async def test_prepared_statements_and_multi_row_inserts_on_both_backends(db_url: str) -> None:
+    from server.store.fastsql import MultiInsert, Prepared
+    from server.store.schema import audit_anchor
+
+    await upgrade_to_head_async(db_url)
+    insert = MultiInsert(audit_anchor, ("seq", "tag", "ts_us", "node", "key_id", "mac"), max_rows=7)
+    count = Prepared(
+        sa.select(sa.func.count())
+        .select_from(audit_anchor)
+        .where(audit_anchor.c.seq > sa.bindparam("after"))
+    )
+    rows = [(i, bytes([i]) * 32, i, "n", "k", b"m" * 32) for i in range(1, 21)]  # 3 statements
+    async with Database(db_url) as db:
+        await db.run(lambda c: insert.execute(c, rows))
+        assert await db.run(lambda c: count.execute(c, {"after": 5}).scalar(), readonly=True) == 15
+        tags = await db.run(
+            lambda c: [
+                bytes(r[0]) for r in c.execute(sa.text("SELECT tag FROM audit_anchor ORDER BY seq"))
+            ],
+            readonly=True,
+        )
+    assert tags == [r[1] for r in rows]  # every value in its column, in order
