@@ -86,9 +86,15 @@ class ChatCreate(Request, tag="chat.create", frozen=True):
 
 @client_message
 class ChatList(Request, tag="chat.list", frozen=True):
-    """The caller's conversations with ``last_seq``, ``read_seq`` and ``unread``."""
+    """A page of the caller's conversations (by id) with ``last_seq``, ``read_seq``, ``unread``.
 
-    max_bytes: ClassVar[int] = 256
+    ``after``: the ``next`` of the previous page; ``limit``: conversations per page.
+    The result has ``more`` and, when true, ``next``.
+    """
+
+    after: ConvId | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = 100
+    max_bytes: ClassVar[int] = 512
 
 
 @client_message

@@ -9,6 +9,7 @@ and closes them in reverse order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import sys
@@ -81,6 +82,37 @@ def tune_gc(thresholds: list[int]) -> None:
         gc.set_threshold(*thresholds)
 
 
+def _attr(obj: object, name: str) -> float:
+    return float(getattr(obj, name, 0))
+
+
+def export_component_metrics(
+    metrics: Metrics, broker: Broker, audit: AuditTrail, accounts: Accounts
+) -> None:
+    """Counters the components keep in memory, exported on /metrics."""
+    m = metrics.read
+    for attr, doc in (
+        ("listener_restarts", "Times the Redis pub/sub listener reconnected and resubscribed"),
+        ("listener_failures", "Times the Redis pub/sub connection was lost"),
+        ("handler_errors", "Broker message handlers that raised"),
+    ):
+        m(f"medhub_broker_{attr}", doc, "counter", functools.partial(_attr, broker, attr))
+    m("medhub_audit_backlog", "Audit entries waiting for the writer (bound: audit_queue_max, "
+      "past it /readyz answers 503 and durable callers wait)", "gauge",
+      lambda: audit.stats.queued)  # fmt: skip
+    m("medhub_audit_written", "Audit entries committed", "counter", lambda: audit.stats.written)
+    m("medhub_audit_write_errors", "Failed write transactions (retried)", "counter",
+      lambda: audit.stats.write_errors)  # fmt: skip
+    cache = accounts.service.cache
+    m("medhub_auth_cache_entries", "Authenticated sessions cached", "gauge", lambda: len(cache))
+    m("medhub_auth_cache_hits", "Credential checks answered from the cache", "counter",
+      lambda: cache.hits)  # fmt: skip
+    m("medhub_auth_cache_misses", "Credential checks that queried the database", "counter",
+      lambda: cache.misses)  # fmt: skip
+    m("medhub_access_changes_applied", "Access changes applied on this node", "counter",
+      lambda: accounts.revocations.applied)  # fmt: skip
+
+
 def build_components(
     settings: Settings,
     *,
@@ -130,6 +162,7 @@ def build_components(
         session_keeper=None if authenticator else accounts.session_keeper,
     )
     hub.add_listener(caps)
+    export_component_metrics(metrics, broker, audit, accounts)
     accounts.revocations.on_rights_changed(caps.rights_changed)
     return Components(
         settings, database, broker, audit, metrics, router, hub, accounts, supervisor, channels,

@@ -7,16 +7,19 @@ data.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
@@ -38,6 +41,24 @@ class _TallyCollector(Collector):
         for value, count in sorted(self.tally.items()):
             family.add_metric([value], count)
         yield family
+
+
+class _ReadCollector(Collector):
+    """Values read from components at scrape time (counters kept in plain attributes)."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, str, str, Callable[[], float]]] = []
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        for name, doc, kind, read in self.reads:
+            try:
+                value = float(read())
+            except Exception:  # a component gone or failing must not break /metrics
+                log.debug("metric read failed", extra={"metric": name})
+                continue
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, doc)
+            family.add_metric([], value)
+            yield family
 
 
 class Metrics:
@@ -83,6 +104,8 @@ class Metrics:
             registry=r,
         )
 
+        self._reads = _ReadCollector()
+        r.register(self._reads)
         # Label children cached by value: labels() costs a lock and a tuple per call.
         self._children: dict[tuple[int, str], Any] = {}
 
@@ -92,6 +115,10 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(value)
         return child
+
+    def read(self, name: str, doc: str, kind: str, value: Callable[[], float]) -> None:
+        """Export ``value()`` (read at each scrape) as a ``counter`` or ``gauge``."""
+        self._reads.reads.append((name, doc, kind, value))
 
     def count_in(self, kind: str) -> None:
         """One frame of message type ``kind`` received."""

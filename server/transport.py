@@ -98,32 +98,41 @@ def wire_batch(frames: Sequence[bytes | str], label: str) -> WireBatch:
 class WireCache:
     """Serialised WebSocket frames by payload, shared by every socket of a hub.
 
-    Keyed by the payload object itself (bytes and str cache their hash), so
-    fan-out serialises an event once instead of once per recipient. Bounded
-    in entries, not bytes: cleared when it holds ``max_entries`` (4096) frames;
-    frames are at most ``ws_max_frame_bytes`` of payload (history pages are the
-    largest), so it holds at most a few hundred MiB in the worst case and a few
-    MiB in practice.
+    Keyed by the payload object itself (bytes and str cache their hash), so a
+    frame queued to many sockets one by one (presence states) is serialised
+    once. Fan-out of sequenced events does not need it (a
+    :class:`~server.sendqueue.WireBatch` is serialised once already). Bounded
+    in bytes: frames over ``max_frame_bytes`` are serialised without being
+    kept, and the cache is cleared when it holds ``max_bytes`` of frames
+    (payload and wire copy counted).
     """
 
-    __slots__ = ("_frames", "max_entries")
+    __slots__ = ("_bytes", "_frames", "max_bytes", "max_frame_bytes")
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    def __init__(self, max_bytes: int = 4 * 1024 * 1024, max_frame_bytes: int = 16384) -> None:
         self._frames: dict[bytes | str, bytes] = {}
-        self.max_entries = max_entries
+        self._bytes = 0
+        self.max_bytes = max_bytes
+        self.max_frame_bytes = max_frame_bytes
 
     def wire(self, payload: bytes | str) -> bytes:
         """The unmasked frame carrying ``payload`` (text for str, binary for bytes)."""
         frames = self._frames
         wire = frames.get(payload)
         if wire is None:
-            if len(frames) >= self.max_entries:
+            wire = serialize(payload)
+            size = len(wire)
+            if size > self.max_frame_bytes:
+                return wire
+            if self._bytes + 2 * size > self.max_bytes:
                 frames.clear()
-            wire = frames[payload] = serialize(payload)
+                self._bytes = 0
+            frames[payload] = wire
+            self._bytes += 2 * size
         return wire
 
 
-_NO_CACHE = WireCache(max_entries=1)
+_NO_CACHE = WireCache(max_bytes=0, max_frame_bytes=0)
 
 
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):

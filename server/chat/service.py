@@ -309,25 +309,28 @@ class Chat(Capability):
         raise HandlerError(ErrorCode.CONFLICT, "conversation created concurrently; retry")
 
     async def list(self, ctx: RequestContext, msg: ChatList) -> dict[str, Any]:
-        """The caller's conversations with positions and unread counts."""
+        """A page of the caller's conversations with positions and unread counts.
+
+        ``next`` (when ``more``) is the ``after`` of the next page.
+        """
         p, keys = ctx.principal, self.keys
-
-        def read(conn: Connection) -> list[dict[str, Any]]:
-            out = []
-            for conv, me, unread in store.conversations_of(conn, keys, p.user_id):
-                if conv.org != p.org_id:
-                    continue
-                mem = [m.user_id for m in store.members(conn, conv.id)]
-                out.append(
-                    {"conv": conv.id, "kind": conv.kind, "title": conv.title, "members": mem,
-                     "last_seq": conv.last_seq, "read_seq": me.read_seq,
-                     "delivered_seq": me.delivered_seq, "unread": unread}
-                )  # fmt: skip
-            return out
-
-        out = await self.db.run(read, readonly=True)
+        page, more = await self.db.run(
+            lambda c: store.conversations_of(c, keys, p.user_id, after=msg.after, limit=msg.limit),
+            readonly=True,
+        )
+        out = [
+            {"conv": e.conversation.id, "kind": e.conversation.kind,
+             "title": e.conversation.title, "members": e.members,
+             "last_seq": e.conversation.last_seq, "read_seq": e.me.read_seq,
+             "delivered_seq": e.me.delivered_seq, "unread": e.unread}
+            for e in page
+            if e.conversation.org == p.org_id
+        ]  # fmt: skip
         self.access.audit(ctx, AuditAction.READ, "conversation_list", p.user_id)
-        return {"conversations": out}
+        reply: dict[str, Any] = {"conversations": out, "more": more}
+        if more and page:
+            reply["next"] = page[-1].conversation.id
+        return reply
 
     # -- messages ---------------------------------------------------------------------------
     async def send(self, ctx: RequestContext, msg: ChatSend) -> Deferred:

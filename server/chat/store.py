@@ -210,32 +210,65 @@ def members(conn: Connection, conv: str) -> list[Member]:
     return [Member(r.user_id, r.role, int(r.delivered_seq), int(r.read_seq)) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One conversation of a user's list: the conversation, their membership, the others."""
+
+    conversation: Conversation
+    me: Member
+    unread: int
+    members: list[str]
+
+
 def conversations_of(
-    conn: Connection, keys: Keyring, user: str
-) -> list[tuple[Conversation, Member, int]]:
-    """(conversation, my membership, unread count) of every conversation of ``user``."""
+    conn: Connection, keys: Keyring, user: str, *, after: str | None = None, limit: int = 100
+) -> tuple[list[Listed], bool]:
+    """A page of ``user``'s conversations by id (after ``after``), and whether more follow.
+
+    Three queries whatever the page size (conversations, members, unread
+    counts), never one per conversation.
+    """
     m, c, msg = chat_member.c, chat_conversation.c, chat_message.c
     query = (
         sa.select(chat_conversation, m.role, m.delivered_seq, m.read_seq)
         .join(chat_member, m.conv_id == c.id)
         .where(m.user_id == user)
         .order_by(c.id)
+        .limit(limit + 1)
     )
-    out: list[tuple[Conversation, Member, int]] = []
-    for row in (conn.execute(query)).all():
-        unread_q = sa.select(sa.func.count()).where(
-            msg.conv_id == row.id, msg.seq > row.read_seq, msg.kind == "message",
+    if after is not None:
+        query = query.where(c.id > after)
+    rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    ids = [r.id for r in rows]
+    if not ids:
+        return [], False
+    members: dict[str, list[str]] = {}
+    for r in conn.execute(
+        sa.select(m.conv_id, m.user_id).where(m.conv_id.in_(ids)).order_by(m.conv_id, m.user_id)
+    ):
+        members.setdefault(r.conv_id, []).append(r.user_id)
+    me = chat_member.alias("me")
+    unread_q = (
+        sa.select(msg.conv_id, sa.func.count().label("n"))
+        .join(me, sa.and_(me.c.conv_id == msg.conv_id, me.c.user_id == user))
+        .where(
+            msg.conv_id.in_(ids), msg.seq > me.c.read_seq, msg.kind == "message",
             msg.sender != user, msg.deleted_us.is_(None),
-        )  # fmt: skip
-        unread = int((conn.execute(unread_q)).scalar() or 0)
-        out.append(
-            (
-                _conv(keys, row),
-                Member(user, row.role, int(row.delivered_seq), int(row.read_seq)),
-                unread,
-            )
         )
-    return out
+        .group_by(msg.conv_id)
+    )  # fmt: skip
+    unread = {r.conv_id: int(r.n) for r in conn.execute(unread_q)}
+    return [
+        Listed(
+            _conv(keys, r),
+            Member(user, r.role, int(r.delivered_seq), int(r.read_seq)),
+            unread.get(r.id, 0),
+            members.get(r.id, []),
+        )
+        for r in rows
+    ], more
 
 
 def advance_receipt(conn: Connection, conv: str, user: str, kind: str, seq: int) -> Member:

@@ -167,6 +167,14 @@ async def test_health_ready_and_metrics(tmp_path: Path) -> None:
         assert 'medhub_ws_messages_in_total{type="ping"} 1.0' in text
         assert 'medhub_ws_errors_total{code="unknown_type"} 1.0' in text
         assert 'medhub_ws_request_seconds_count{type="ping"} 1.0' in text
+        # counters the components keep in memory are exported too
+        for name in (
+            "medhub_audit_backlog ", "medhub_audit_written_total ",
+            "medhub_broker_listener_restarts_total 0.0", "medhub_channel_gap_fills_total 0.0",
+            "medhub_channel_publish_failures_total 0.0", "medhub_auth_cache_entries ",
+            "medhub_presence_refresh_seconds_count ", "medhub_integrity_failures_total 0.0",
+        ):  # fmt: skip
+            assert name in text, name
 
 
 async def test_refused_handshake_is_counted(tmp_path: Path) -> None:
