@@ -151,3 +151,41 @@ async def test_handlers_given_ids_the_audit_rejects_answer_their_proper_code(
         await chat.create(ctx, ChatCreate(id=4, kind="group", members=["-x"]))
     assert info.value.code == ErrorCode.FORBIDDEN
     assert await denied_targets(hub, "alice") == {INVALID_ID}
+
+
+async def test_a_tampered_message_is_an_integrity_incident_not_a_deleted_one(
+    hub: RunningHub,
+) -> None:
+    import sqlalchemy as sa
+
+    from server.chat.tables import chat_message
+    from server.store.schema import audit_log
+
+    async with peer(hub, "alice") as alice:
+        conv = (await alice.ok("chat.create", kind="direct", members=["bob"]))["conv"]
+        await alice.ok("chat.send", conv=conv, client_msg_id="m1", text="intact")
+        db = hub.components.database
+        async with db.begin() as conn:  # someone with database access flips a byte
+            body = (
+                await conn.execute(sa.select(chat_message.c.body).where(chat_message.c.seq == 1))
+            ).scalar_one()
+            tampered = body[:-1] + bytes([body[-1] ^ 1])
+            await conn.execute(
+                sa.update(chat_message).where(chat_message.c.seq == 1).values(body=tampered)
+            )
+        reply = await alice.call("chat.history", conv=conv)
+        assert (reply["type"], reply["code"]) == ("error", "internal")
+        assert "integrity" in reply["message"]
+        edit = await alice.call("chat.edit", conv=conv, seq=1, client_msg_id="e1", text="x")
+        assert edit["code"] == "internal"  # never "message already deleted"
+    await hub.components.audit.flush()
+    text = hub.components.metrics.render().decode()
+    assert "medhub_integrity_failures_total 2.0" in text
+    async with hub.components.database.begin() as conn:
+        reasons = [
+            r[0]
+            for r in await conn.execute(
+                sa.select(audit_log.c.reason).where(audit_log.c.result == "failed")
+            )
+        ]
+    assert reasons.count("integrity_check_failed") == 2
