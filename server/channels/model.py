@@ -6,6 +6,7 @@ See :mod:`server.channels.service` for how they are used.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -100,13 +101,15 @@ class Attachment:
 class ReliableState:
     """Order state of one RELIABLE channel on this node."""
 
-    __slots__ = ("filling", "last", "pending", "seen_last")
+    __slots__ = ("filling", "last", "outbox", "pending", "seen_last")
 
     def __init__(self, last: int) -> None:
         self.last = last  # last seq delivered here
         self.pending: dict[int, bytes] = {}
         self.filling = False
         self.seen_last = last  # the channel's last seq read at the previous check
+        #: runs being delivered to many followers over several loop steps, in order
+        self.outbox: deque[Any] = deque()
 
 
 class Channel:

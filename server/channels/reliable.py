@@ -48,6 +48,20 @@ log = logging.getLogger(__name__)
 CHECK_BATCH = 500
 #: Attempts of a gap fill before the followers are told to come back later.
 FILL_ATTEMPTS = 8
+#: Followers one channel serves per event-loop step (more wait for the next steps).
+DELIVERY_CHUNK = 256
+
+
+class _Delivery:
+    """A run being delivered to a snapshot of a channel's followers, chunk by chunk."""
+
+    __slots__ = ("batches", "index", "peers", "run")
+
+    def __init__(self, run: list[tuple[int, bytes]], peers: list[Peer]) -> None:
+        self.run = run
+        self.peers = peers
+        self.index = 0
+        self.batches: dict[bool, WireBatch] = {}
 
 
 class ReliableEngine:
@@ -128,10 +142,46 @@ class ReliableEngine:
             self._deliver(ch, run)
 
     def _deliver(self, ch: Channel, run: list[tuple[int, bytes]]) -> None:
-        batches: dict[bool, WireBatch] = {}
+        """Send ``run`` to every follower, at most :data:`DELIVERY_CHUNK` per loop step.
+
+        A channel with many followers is served over several loop steps (so one
+        commit never holds the event loop for long); its runs stay in order for
+        every follower (one queue of deliveries per channel).
+        """
+        st = ch.reliable
+        assert st is not None
+        if not st.outbox and len(ch.attached) <= DELIVERY_CHUNK:
+            self._serve(ch, run, list(ch.attached), {})
+            return
+        st.outbox.append(_Delivery(run, list(ch.attached)))
+        if len(st.outbox) == 1:
+            self._continue(ch)
+
+    def _continue(self, ch: Channel) -> None:
+        st = ch.reliable
+        if st is None or not st.outbox:
+            return
+        d = st.outbox[0]
+        self._serve(ch, d.run, d.peers[d.index : d.index + DELIVERY_CHUNK], d.batches)
+        d.index += DELIVERY_CHUNK
+        if d.index >= len(d.peers):
+            st.outbox.popleft()
+        if st.outbox:
+            asyncio.get_running_loop().call_soon(self._continue, ch)
+
+    def _serve(
+        self,
+        ch: Channel,
+        run: list[tuple[int, bytes]],
+        peers: list[Peer],
+        batches: dict[bool, WireBatch],
+    ) -> None:
         first, last = run[0][0], run[-1][0]
         dead: list[Peer] = []
-        for peer, att in ch.attached.items():
+        for peer in peers:
+            att = ch.attached.get(peer)
+            if att is None:
+                continue  # detached meanwhile
             if att.buffer is not None:
                 att.buffer.extend(run)
                 continue

@@ -312,3 +312,20 @@ async def test_follows_of_many_channels_take_one_broker_call(nodes: Any) -> None
     await n.channels.publish("state:u7", frame)
     await fake.wait_for(lambda f: len(f.received) == 1)
     assert msgspec.msgpack.decode(frame)["data"] == fake.received[0]["data"]
+
+
+async def test_a_crowded_channel_is_served_over_several_loop_steps_in_order(nodes: Any) -> None:
+    from server.channels.reliable import DELIVERY_CHUNK
+
+    store = Store()
+    n = await nodes(store)
+    crowd = [peer("alice", f"k{i}") for i in range(DELIVERY_CHUNK * 2 + 10)]
+    for _, p in crowd:
+        await n.channels.attach(p, CH)
+    n.channels.committed(CH, [store.commit(CH, "one")])
+    n.channels.committed(CH, [store.commit(CH, "two")])
+    served = sum(1 for fake, _ in crowd if fake.batches)
+    assert served == DELIVERY_CHUNK  # one chunk now: the loop is not held by the whole crowd
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert all(fake.seqs() == [1, 2] for fake, _ in crowd)  # everyone, in order, once
