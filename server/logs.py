@@ -3,6 +3,12 @@
 Log records never carry tokens, passwords, TOTP codes or message bodies: code
 passes ids and codes in ``extra``, and :class:`JsonFormatter` drops any extra
 key in :data:`FORBIDDEN_KEYS` as a second line of defence.
+
+What a hub process logs at ``info``, besides its start and stop (``listening``,
+``hub ready``, ``stopped``): one ``request`` line per HTTP request
+(:class:`RequestLog`), one ``login`` line per login outcome
+(:func:`server.accounts.service.log_login`), socket closes and supervised
+failures. No email, name, address, query string or body.
 """
 
 from __future__ import annotations
@@ -10,9 +16,14 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import secrets
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The id of the connection or HTTP request being served by the current task.
 context_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("medhub_ctx", default=None)
@@ -68,3 +79,82 @@ def configure_logging(level: str = "info", json_lines: bool = True) -> None:
     # carry ids instead; keep uvicorn's to warnings and errors.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
+
+
+#: ASGI scope key where a route leaves its path template (``/api/v1/users/{user_id}``).
+ROUTE_KEY = "medhub.route"
+#: The route logged for a request no route matched (its path is never logged).
+UNMATCHED = "<unmatched>"
+
+request_log = logging.getLogger("medhub.http")
+
+
+class RequestLog:
+    """ASGI middleware: one log line per HTTP request, and an ``x-request-id`` header.
+
+    The line (``msg`` ``request``) carries ``method``, ``route`` (the path
+    template, never the concrete path: no ids typed by a client, no query
+    string), ``status``, ``duration_ms`` and ``request_id`` (``r-`` + 64
+    random bits, also the ``ctx`` of every line logged while serving it and
+    the ``request_id`` of its audit entries). Never a header, a body or an
+    address. WebSocket scopes pass through untouched (the hub logs sockets).
+
+    ``routes`` are the app's top-level routes: a static route is logged as its
+    path, a path under a mount as ``<mount>/{path}`` unless the mounted app
+    left its template at :data:`ROUTE_KEY` (the accounts API does), anything
+    else as :data:`UNMATCHED`.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
+        self.app = app
+        self._static = frozenset(
+            r.path for r in routes if isinstance(r, Route) and "{" not in r.path
+        )
+        mounts = [m.path.rstrip("/") for m in routes if isinstance(m, Mount)]
+        self._mounts = sorted(mounts, key=len, reverse=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "r-" + secrets.token_hex(8)
+        token = context_id.set(request_id)
+        status = 500  # unless a response starts
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "route": self.route_of(scope),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                    "request_id": request_id,
+                },
+            )
+            context_id.reset(token)
+
+    def route_of(self, scope: Scope) -> str:
+        """The path template of a served request (see the class docstring)."""
+        route = scope.get(ROUTE_KEY)
+        if isinstance(route, str):
+            return route
+        path = str(scope.get("path", ""))
+        if path in self._static:
+            return path
+        for mount in self._mounts:
+            if path == mount or path.startswith(mount + "/"):
+                return mount + "/{path}"
+        return UNMATCHED

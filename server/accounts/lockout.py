@@ -37,7 +37,12 @@ link is kept in clear):
   replaced at every lock start and success, and at the latest after an hour)
   and ``acc:try:<k>:<w>`` / ``acc:ptry:<p>:<w>`` the attempts taken in it;
 - ``acc:epoch:<k>`` replaced by an administrator's unlock, which so forgets
-  every pair of the account at once.
+  every pair of the account at once;
+- ``acc:nfail:<k>`` / ``acc:nlast:<k>`` / ``acc:nlock:<k>`` the failures on
+  the account since its last successful login, the time of the last one and
+  of the last lock start (the account's or any pair's): the **lockout
+  notice**, taken by the next successful login (:meth:`Lockout.take_notice`)
+  and forgotten ``notice_ttl_s`` after the first failure.
 
 Refusals cost no hash: :meth:`Lockout.begin` refuses from the counters alone
 (a few broker reads), before anything is looked up or verified. The answer is
@@ -123,6 +128,20 @@ class FailureOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """What the owner of an account is told at their next successful login.
+
+    ``at`` (seconds since the epoch) is when the account (or a pair) was last
+    locked, or of the last failure when there was no lock; ``failures`` how
+    many attempts failed since the previous successful login.
+    """
+
+    at: float
+    failures: int
+    locked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Level:
     """One lock level's key prefix (``acc:`` account, ``acc:p`` pair) and threshold."""
 
@@ -150,6 +169,7 @@ class Lockout:
         max_per_hour: int = 100,
         ip_free_per_hour: int = 300,
         ip_max_delay_s: int = 60,
+        notice_ttl_s: float = 90 * 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if min(threshold, account_threshold, ip_max_delay_s) <= 0 or ip_free_per_hour < 0:
@@ -163,6 +183,7 @@ class Lockout:
         self.max_per_hour = max_per_hour
         self.ip_free_per_hour = ip_free_per_hour
         self.ip_max_delay_s = ip_max_delay_s
+        self.notice_ttl_s = notice_ttl_s
         self._clock = clock
         self._pair = _Level("acc:p", threshold)
         self._account = _Level("acc:", account_threshold)
@@ -310,6 +331,11 @@ class Lockout:
             await b.incr(f"acc:ip:{source}", 1, HOUR_S)
         _, pair_lock = await self._fail_level(self._pair, await self._pair_key(account, source))
         failures, account_lock = await self._fail_level(self._account, account)
+        now, ttl = repr(self._clock()).encode(), self.notice_ttl_s
+        await b.incr(f"acc:nfail:{account}", 1, ttl)
+        await b.set_value(f"acc:nlast:{account}", now, ttl)
+        if pair_lock is not None or account_lock is not None:
+            await b.set_value(f"acc:nlock:{account}", now, ttl)
         if account_lock is not None and account_lock >= (pair_lock or 0):
             return FailureOutcome(failures, account_lock, "account")
         if pair_lock is not None:
@@ -323,6 +349,55 @@ class Lockout:
             if await self._broker.get_value(key) is not None:
                 return True
         return False
+
+    async def take_notice(self, account: str) -> Notice | None:
+        """The lockout notice of ``account``, forgotten once read (a successful login).
+
+        A notice is due when the account or one of its pairs was locked, or
+        at least ``threshold`` attempts failed, since the previous successful
+        login; None otherwise (a typo or two is not worth a notice).
+        """
+        keys = [f"acc:{kind}:{account}" for kind in ("nfail", "nlast", "nlock")]
+        found = await self._broker.get_values(keys)
+        raw_fail, raw_last, raw_lock = (found.get(k) for k in keys)
+        if raw_fail is None and raw_lock is None:
+            return None
+        for key in keys:
+            await self._broker.delete_value(key)
+        failures = int(raw_fail) if raw_fail is not None else 0
+        if raw_lock is None and failures < self.threshold:
+            return None
+        when = raw_lock if raw_lock is not None else raw_last
+        at = float(when.decode()) if when is not None else self._clock()
+        return Notice(at, failures, raw_lock is not None)
+
+    async def account_state(self, account: str) -> LockState:
+        """Whether the account is locked for every address now (its own lock or hourly cap).
+
+        Pair locks (one address) are not the account's: its owner elsewhere
+        still signs in.
+        """
+        until = await self._locked_until(self._account, account)
+        if until is not None:
+            return LockState(True, "account_locked", until)
+        hour = await self._broker.get_value(f"acc:hour:{account}")
+        if hour is not None and int(hour) >= self.max_per_hour:
+            return LockState(True, "hourly_cap")
+        return LockState(False)
+
+    async def accounts_locked(self, accounts: Sequence[str]) -> dict[str, bool]:
+        """:meth:`account_state` of many accounts at once (two batched broker reads)."""
+        locks = await self._broker.get_values([self._account.key("lock", a) for a in accounts])
+        hours = await self._broker.get_values([f"acc:hour:{a}" for a in accounts])
+        now = self._clock()
+        out = {}
+        for a in accounts:
+            until = locks.get(self._account.key("lock", a))
+            hour = hours.get(f"acc:hour:{a}")
+            out[a] = (until is not None and float(until.decode()) > now) or (
+                hour is not None and int(hour) >= self.max_per_hour
+            )
+        return out
 
     async def _reset(self, level: _Level, ident: str) -> None:
         for kind in ("fail", "level", "lock", "win"):

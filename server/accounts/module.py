@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,28 +22,32 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from server.accounts.access_log import AccessWatch
 from server.accounts.admin import AdminService
 from server.accounts.authcache import AuthCache
 from server.accounts.authenticator import AccountsAuthenticator, AccountsSessionKeeper
+from server.accounts.directory import Directory
+from server.accounts.enrolment import Enrolments
 from server.accounts.errors import ApiError
 from server.accounts.lockout import Lockout
 from server.accounts.openapi import build_openapi
 from server.accounts.passwords import PasswordHasher, PasswordPolicy
 from server.accounts.pii import UserCipher
 from server.accounts.profile import Profile
+from server.accounts.recovery import Recovery
 from server.accounts.relations import RelationStore
 from server.accounts.revocation import Revocations, SocketCloser
 from server.accounts.routes import Api
 from server.accounts.service import AccountService, Auditor
 from server.accounts.sessions import SessionStore
 from server.accounts.store import AccountStore
-from server.accounts.web import Shell, build_routes, error_response
+from server.accounts.web import RestPart, Shell, build_routes, error_response
 from server.audit.source import ProxyWarning, client_address
 from server.broker.base import Broker
 from server.config import Settings
+from server.facts import AccountsFacts
 from server.security.at_rest import index_key, settings_blind_index, settings_keyring
 from server.security.keys import aead_keyring
 from server.store.db import Database
@@ -56,6 +60,9 @@ class Accounts:
 
     service: AccountService
     admin: AdminService
+    enrolments: Enrolments
+    recovery: Recovery
+    directory: Directory
     authenticator: AccountsAuthenticator
     session_keeper: AccountsSessionKeeper
     revocations: Revocations
@@ -67,10 +74,23 @@ class Accounts:
     watch: AccessWatch
     _watch_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    def app(self) -> Starlette:
-        """The ASGI app of the API (mount it at ``/api/v1``)."""
-        endpoints = [*self.api.endpoints(), *self.profile.endpoints()]
-        document = msgspec.json.encode(build_openapi(endpoints))
+    def app(self, parts: Sequence[RestPart] = ()) -> Starlette:
+        """The ASGI app of the API (mount it at ``/api/v1``): the accounts endpoints and
+        every part's (capabilities, records), one Starlette app, one OpenAPI document."""
+        endpoints = [
+            *self.api.endpoints(),
+            *self.profile.endpoints(),
+            *self.recovery.endpoints(),
+            *self.directory.endpoints(),
+        ]
+        raw: list[BaseRoute] = []
+        doc = build_openapi([*endpoints, *(ep for part in parts for ep in part.endpoints)])
+        for part in parts:
+            endpoints += part.endpoints
+            raw += part.routes
+            for path, item in part.operations.items():
+                doc["paths"].setdefault(path, {}).update(item)
+        document = msgspec.json.encode(doc)
 
         async def openapi(request: Request) -> Response:
             return Response(document, media_type="application/json")
@@ -80,7 +100,7 @@ class Accounts:
             code = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
             return error_response(ApiError(code))
 
-        routes = [Route("/openapi.json", openapi), *build_routes(self.shell, endpoints)]
+        routes = [Route("/openapi.json", openapi), *raw, *build_routes(self.shell, endpoints)]
         return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
     async def start(self, hub: SocketCloser | None, supervisor: Supervisor | None = None) -> None:
@@ -136,6 +156,7 @@ def build_accounts(
         max_per_hour=s.lockout_max_failures_per_hour,
         ip_free_per_hour=s.lockout_ip_max_failures_per_hour,
         ip_max_delay_s=s.lockout_ip_max_delay_s,
+        notice_ttl_s=s.lockout_notice_ttl_s,
         clock=clock,
     )
     cipher = UserCipher(settings_keyring(s), settings_blind_index(s))
@@ -184,13 +205,16 @@ def build_accounts(
         return client_address(peer, forwarded, proxies, proxy_warning)
 
     shell = Shell(service, csrf_key, frozenset(s.allowed_origins), source)
-    api = Api(service, admin, csrf_key, s.ws_ticket_ttl_s)
+    enrolments = Enrolments(service)
+    api = Api(service, enrolments, admin, csrf_key, s.ws_ticket_ttl_s)
     authenticator = AccountsAuthenticator(service, s.allowed_origins)
     keeper = AccountsSessionKeeper(service)
     profile = Profile(service)
+    recovery = Recovery(admin)
+    directory = Directory(service, AccountsFacts(database))
     return Accounts(
-        service, admin, authenticator, keeper, revocations, hasher, api, shell, profile, source,
-        watch,
+        service, admin, enrolments, recovery, directory, authenticator, keeper, revocations,
+        hasher, api, shell, profile, source, watch,
     )  # fmt: skip
 
 

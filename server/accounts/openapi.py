@@ -59,6 +59,14 @@ def build_openapi(endpoints: list[Endpoint], *, version: str = "1.0.0") -> dict[
                 "schema": {"type": "string", "pattern": r"^[a-z]-[0-9a-f]{1,38}$"},
             }
             for name in _PARAM.findall(ep.path)
+        ] + [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "pattern": r"^[a-z]-[0-9a-f]{1,38}$"},
+            }
+            for name in ep.query
         ]
         if ep.auth != "public":
             op["security"] = [{"bearer": []}, {"cookie": [], "csrf": []}]

@@ -111,6 +111,34 @@ class RelationStore:
             await access_log.record(conn, access_log.ChangeKind.RIGHTS, list(affected), now_us)
         return Relationship(row.kind, row.actor_id, row.patient_id, row.ref_id, row.org_id)
 
+    async def relationship(self, rel_id: str) -> Relationship | None:
+        """The live relationship ``rel_id`` (its ``org_id`` filled), or None."""
+        c = care_relationships.c
+        query = sa.select(care_relationships).where(c.id == rel_id, c.ended_us.is_(None))
+        async with self.db.begin(readonly=True) as conn:
+            r = (await conn.execute(query)).first()
+        return None if r is None else _relationship(r)
+
+    async def relationships_in(self, org_id: str) -> list[tuple[str, Relationship]]:
+        """(id, relationship) of the live relationships of ``org_id``, by id."""
+        c = care_relationships.c
+        query = (
+            sa.select(care_relationships)
+            .where(c.org_id == org_id, c.ended_us.is_(None))
+            .order_by(c.id)
+        )
+        async with self.db.begin(readonly=True) as conn:
+            return [(str(r.id), _relationship(r)) for r in await conn.execute(query)]
+
+    async def delegations_in(self, org_id: str) -> list[Delegation]:
+        """The live delegations of ``org_id``, by id."""
+        d = delegations.c
+        query = (
+            sa.select(delegations).where(d.org_id == org_id, d.revoked_us.is_(None)).order_by(d.id)
+        )
+        async with self.db.begin(readonly=True) as conn:
+            return [_delegation(r) for r in await conn.execute(query)]
+
     async def relationships_of(self, user_ids: list[str]) -> list[tuple[str, Relationship]]:
         """(id, relationship) of live relationships where a user is actor or patient."""
         c = care_relationships.c
@@ -127,6 +155,11 @@ class RelationStore:
                 (str(r.id), Relationship(r.kind, r.actor_id, r.patient_id, r.ref_id, r.org_id))
                 for r in await conn.execute(query)
             ]
+
+
+def _relationship(row: sa.Row[object]) -> Relationship:
+    m = row._mapping
+    return Relationship(m["kind"], m["actor_id"], m["patient_id"], m["ref_id"], m["org_id"])
 
 
 def _delegation(row: sa.Row[object]) -> Delegation:

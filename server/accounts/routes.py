@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.accounts import csrf
-from server.accounts.admin import AdminService
+from server.accounts.admin import AdminService, UserView
+from server.accounts.enrolment import Enrolments
 from server.accounts.errors import ApiError
 from server.accounts.schemas import (
     CareCreate,
+    CareList,
+    CareOut,
     Challenge,
     CodeRequest,
     Created,
@@ -26,6 +29,7 @@ from server.accounts.schemas import (
     InviteRequest,
     LoginRequest,
     MfaRequest,
+    NoticeOut,
     Ok,
     OrgCreate,
     OrgList,
@@ -43,9 +47,12 @@ from server.accounts.schemas import (
     UserOut,
 )
 from server.accounts.service import AccountService, LoginResult
-from server.accounts.store import Org, User
+from server.accounts.store import Org
 from server.accounts.web import Context, Endpoint
 from server.policy import Relationship
+
+#: The code of the notice a login carries after a lockout (docs/accounts.md).
+LOCKED_RECENTLY = "account_locked_recently"
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Api:
     """The handlers, bound to their services."""
 
     accounts: AccountService
+    enrolments: Enrolments
     admin: AdminService
     csrf_key: bytes
     ticket_ttl_s: float
@@ -72,13 +80,18 @@ class Api:
             restricted=row.restricted,
             token=result.token if mode == "bearer" else None,
             recovery_codes=result.recovery_codes,
+            notices=[NoticeOut(LOCKED_RECENTLY, int(n.at), n.failures) for n in result.notices],
         )
 
     # -- login --------------------------------------------------------------------
     async def login(self, ctx: Context) -> Challenge:
         b: LoginRequest = ctx.body
-        token = await self.accounts.login_password(b.email, b.password, ctx.source)
-        return Challenge(token, self.accounts.challenge_ttl_s)
+        step = await self.accounts.login_password(b.email, b.password, ctx.source)
+        ttl = self.accounts.challenge_ttl_s
+        if step.enrolment is None:
+            return Challenge(step.challenge, ttl)
+        e = step.enrolment
+        return Challenge(step.challenge, ttl, "enrol", e.otpauth_uri, e.qr_svg)
 
     async def login_mfa(self, ctx: Context) -> SessionOut:
         b: MfaRequest = ctx.body
@@ -89,12 +102,12 @@ class Api:
 
     async def accept_invitation(self, ctx: Context) -> EnrolmentOut:
         b: InvitationAccept = ctx.body
-        challenge, enrol = await self.accounts.accept_invitation(b.token, b.password, ctx.source)
+        challenge, enrol = await self.enrolments.accept_invitation(b.token, b.password, ctx.source)
         return EnrolmentOut(enrol.otpauth_uri, enrol.qr_svg, challenge)
 
     async def confirm_enrolment(self, ctx: Context) -> SessionOut:
         b: EnrolConfirm = ctx.body
-        result = await self.accounts.confirm_enrolment(b.challenge, b.code, ctx.source)
+        result = await self.enrolments.confirm_enrolment(b.challenge, b.code, ctx.source)
         return self._session(ctx, result, b.session)
 
     # -- the current session ------------------------------------------------------
@@ -126,12 +139,13 @@ class Api:
         return Ok()
 
     async def start_mfa_change(self, ctx: Context) -> EnrolmentOut:
-        enrol = await self.accounts.start_mfa_change(ctx.me)
+        enrol = await self.enrolments.start_mfa_change(ctx.me)
         return EnrolmentOut(enrol.otpauth_uri, enrol.qr_svg)
 
     async def confirm_mfa_change(self, ctx: Context) -> RecoveryCodesOut:
         b: CodeRequest = ctx.body
-        return RecoveryCodesOut(await self.accounts.confirm_mfa_change(ctx.me, b.code, ctx.source))
+        codes = await self.enrolments.confirm_mfa_change(ctx.me, b.code, ctx.source)
+        return RecoveryCodesOut(codes)
 
     async def list_sessions(self, ctx: Context) -> SessionList:
         me = ctx.me
@@ -175,7 +189,23 @@ class Api:
 
     async def list_users(self, ctx: Context) -> UserList:
         return UserList(
-            [_user(u) for u in await self.admin.list_users(ctx.me, ctx.param("org_id"))]
+            [user_out(v) for v in await self.admin.list_users(ctx.me, ctx.param("org_id"))]
+        )
+
+    async def list_users_query(self, ctx: Context) -> UserList:
+        org = ctx.query("org") or ctx.me.user.org_id
+        return UserList([user_out(v) for v in await self.admin.list_users(ctx.me, org)])
+
+    async def list_care(self, ctx: Context) -> CareList:
+        found = await self.admin.list_care(ctx.me, ctx.param("org_id"))
+        return CareList(
+            [CareOut(rid, r.kind, r.actor_id, r.patient_id, r.ref_id) for rid, r in found]
+        )
+
+    async def list_org_delegations(self, ctx: Context) -> DelegationList:
+        found = await self.admin.list_delegations(ctx.me, ctx.param("org_id"))
+        return DelegationList(
+            [DelegationOut(d.id, d.practitioner_id, d.delegate_id, sorted(d.scopes)) for d in found]
         )
 
     async def invite_user(self, ctx: Context) -> InviteOut:
@@ -192,14 +222,14 @@ class Api:
         return InviteOut(inv.user.id, inv.token, inv.expires_us)
 
     async def get_user(self, ctx: Context) -> UserOut:
-        return _user(await self.admin.get_user(ctx.me, ctx.param("user_id")))
+        return user_out(await self.admin.get_user(ctx.me, ctx.param("user_id")))
 
     async def disable_user(self, ctx: Context) -> UserOut:
-        return _user(await self.admin.disable(ctx.me, ctx.param("user_id")))
+        return user_out(await self.admin.disable(ctx.me, ctx.param("user_id")))
 
     async def set_role(self, ctx: Context) -> UserOut:
         b: RoleChange = ctx.body
-        return _user(await self.admin.set_role(ctx.me, ctx.param("user_id"), b.role))
+        return user_out(await self.admin.set_role(ctx.me, ctx.param("user_id"), b.role))
 
     async def unlock_user(self, ctx: Context) -> Ok:
         await self.admin.unlock(ctx.me, ctx.param("user_id"))
@@ -359,6 +389,28 @@ class Api:
             ),
             E("GET", "/orgs/{org_id}/users", self.list_users, "Users of an organisation", UserList),
             E(
+                "GET",
+                "/users",
+                self.list_users_query,
+                "Users of an organisation (?org=, default mine), with their state",
+                UserList,
+                query=("org",),
+            ),
+            E(
+                "GET",
+                "/orgs/{org_id}/care-relationships",
+                self.list_care,
+                "Live care relationships of an organisation",
+                CareList,
+            ),
+            E(
+                "GET",
+                "/orgs/{org_id}/delegations",
+                self.list_org_delegations,
+                "Live delegations of an organisation",
+                DelegationList,
+            ),
+            E(
                 "POST",
                 "/orgs/{org_id}/users",
                 self.invite_user,
@@ -425,5 +477,10 @@ def _org(o: Org) -> OrgOut:
     return OrgOut(o.id, o.name, o.disabled)
 
 
-def _user(u: User) -> UserOut:
-    return UserOut(u.id, u.org_id, u.role, u.name, u.email, u.phone, u.status)
+def user_out(view: UserView) -> UserOut:
+    """The API's view of a user (for those allowed to see it)."""
+    u = view.user
+    return UserOut(
+        u.id, u.org_id, u.role, u.name, u.email, u.phone, u.status, view.locked,
+        u.created_us // 1_000_000,
+    )  # fmt: skip

@@ -7,9 +7,12 @@ patterns are part of the types, so validation and the OpenAPI document
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+
+from server.accounts.errors import ApiError
 
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
@@ -17,7 +20,8 @@ Code = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")]
 RecoveryCode = Annotated[str, msgspec.Meta(min_length=10, max_length=32)]
 Token = Annotated[str, msgspec.Meta(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 Id = Annotated[str, msgspec.Meta(min_length=3, max_length=40, pattern=r"^[a-z]-[0-9a-f]{1,38}$")]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+#: A person's or organisation's name: 1-200 characters, not only spaces.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]
 Phone = Annotated[str, msgspec.Meta(max_length=40, pattern=r"^[0-9+() .-]*$")]
 RefId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 RoleName = Literal[
@@ -26,6 +30,21 @@ RoleName = Literal[
 ScopeName = Literal["consultations", "contact", "records"]
 RelationName = Literal["follows", "consultation", "eeg_technician", "eeg_interpreter"]
 SessionMode = Literal["bearer", "cookie"]
+#: Ids one ``POST /directory`` may name.
+DIRECTORY_MAX_IDS = 256
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+def parse(kind: type[R], data: Mapping[str, Any]) -> R:
+    """``data`` validated into the request Struct ``kind``: the REST API's check, for
+    callers that are not HTTP (the ``medhub admin`` CLI).
+
+    Raises ``ApiError("bad_request")`` with msgspec's message, the one the API answers.
+    """
+    try:
+        return msgspec.convert(dict(data), kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError("bad_request", str(exc)) from None
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,9 +61,14 @@ class LoginRequest(Request):
 
 
 class Challenge(Reply):
+    """``next``: ``mfa`` (send the code to ``/login/mfa``) or ``enrol`` (an admin reset
+    the MFA: add ``otpauth_uri`` to an app, send its first code to ``/mfa/enrol``)."""
+
     challenge: str
     expires_in_s: float
     next: str = "mfa"
+    otpauth_uri: str | None = None
+    qr_svg: str | None = None
 
 
 class MfaRequest(Request):
@@ -52,6 +76,16 @@ class MfaRequest(Request):
     code: Code | None = None
     recovery_code: RecoveryCode | None = None
     session: SessionMode = "bearer"
+
+
+class NoticeOut(Reply):
+    """Told to the account's owner at login. ``account_locked_recently``: since the
+    previous successful login, the account was locked or saw ``failures`` failed
+    attempts; ``at``: the last lock (or failure), unix seconds."""
+
+    code: str
+    at: int
+    failures: int
 
 
 class SessionOut(Reply):
@@ -64,6 +98,7 @@ class SessionOut(Reply):
     restricted: str | None = None
     token: str | None = None
     recovery_codes: list[str] | None = None
+    notices: list[NoticeOut] = []
 
 
 class InvitationAccept(Request):
@@ -155,6 +190,9 @@ class InviteOut(Reply):
 
 
 class UserOut(Reply):
+    """``status``: invited, active or disabled; ``locked``: the account is locked for
+    every address now (failed sign-ins); ``created_at``: unix seconds."""
+
     id: str
     org_id: str
     role: str
@@ -162,10 +200,35 @@ class UserOut(Reply):
     email: str
     phone: str
     status: str
+    locked: bool = False
+    created_at: int = 0
 
 
 class UserList(Reply):
     users: list[UserOut]
+
+
+class ReinviteOut(Reply):
+    """A new one-time invitation token (shown once) and its end (unix seconds)."""
+
+    invitation: str
+    expires_at: int
+
+
+class DirectoryRequest(Request):
+    ids: Annotated[list[Id], msgspec.Meta(max_length=DIRECTORY_MAX_IDS)]
+
+
+class PersonOut(Reply):
+    name: str
+    role: str
+    org: str
+
+
+class DirectoryOut(Reply):
+    """Only the ids the caller may see; the others are left out (not revealed)."""
+
+    people: dict[str, PersonOut]
 
 
 class RoleChange(Request):
@@ -194,6 +257,18 @@ class CareCreate(Request):
     actor_id: Id
     patient_id: Id
     ref_id: RefId | None = None
+
+
+class CareOut(Reply):
+    id: str
+    kind: str
+    actor_id: str
+    patient_id: str
+    ref_id: str | None = None
+
+
+class CareList(Reply):
+    relationships: list[CareOut]
 
 
 class Created(Reply):

@@ -1,4 +1,6 @@
-"""Login, MFA, enrolment, sessions and credential changes: the accounts use cases.
+"""Login, MFA, sessions and credential changes: the accounts use cases.
+
+(Enrolment is :mod:`server.accounts.enrolment`, built on this service.)
 
 Every outcome that matters goes to the audit trail (login, login_failed,
 mfa_failed, lockout, unlock, logout, password_change, mfa_enroll,
@@ -19,24 +21,32 @@ throttle slots (:meth:`Lockout.begin`) and is looked up and verified.
 Login is two steps: :meth:`AccountService.login_password` gives a short-lived
 MFA challenge (kept in the broker, so any node can finish the login);
 :meth:`AccountService.login_mfa` spends it for a session. Only the MFA steps
-accept a challenge.
+accept a challenge. After an administrator reset an account's MFA, the
+password step answers an enrolment challenge and the TOTP data instead.
+
+Each login outcome is one log line (:func:`log_login`: step, outcome code,
+reason code, pseudonymous user id); a successful login takes the account's
+lockout notice (:meth:`server.accounts.lockout.Lockout.take_notice`), which
+the session's answer carries and the ``login`` audit entry records.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import msgpack
-
 from server.accounts import totp
 from server.accounts.authcache import AuthCache
+from server.accounts.challenges import Challenges
 from server.accounts.errors import ApiError
-from server.accounts.lockout import Attempt, Lockout, LockState, account_key
+from server.accounts.lockout import Attempt, Lockout, LockState, Notice, account_key
+from server.accounts.mfa import Enrolment, TotpVault
 from server.accounts.passwords import (
+    HasherBusyError,
     HashSlot,
     PasswordHasher,
     PasswordPolicy,
@@ -48,16 +58,21 @@ from server.accounts.sessions import (
     TOUCH_EVERY_US,
     SessionRow,
     SessionStore,
-    new_token,
     token_hash,
 )
 from server.accounts.store import AccountStore, User
 from server.audit.events import Action, AuditEvent, Result
 from server.broker.base import Broker
+from server.logs import context_id
 from server.policy import STAFF_ROLES
-from server.security.crypto import Keyring, aad
+from server.security.crypto import Keyring
+
+log = logging.getLogger(__name__)
 
 RESTRICTED_PASSWORD = "password_expired"  # noqa: S105 (a restriction name)
+#: ``users.password_changed_us`` of an account whose password change an admin
+#: forced: its next login gets a ``password_expired`` session, whatever its role.
+PASSWORD_RESET_FORCED = 0
 T = TypeVar("T")
 
 
@@ -85,14 +100,25 @@ class LoginResult:
     session: SessionRow
     user: User
     recovery_codes: list[str] | None = None
+    notices: list[Notice] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
-class Enrolment:
-    """TOTP enrolment data shown once: the secret's URI and its QR code."""
+class PasswordStep:
+    """A right password: a challenge for ``/login/mfa``, or, when an admin reset the
+    account's MFA, an enrolment challenge for ``/mfa/enrol`` with the TOTP data."""
 
-    otpauth_uri: str
-    qr_svg: str
+    challenge: str
+    enrolment: Enrolment | None = None
+
+
+def log_login(step: str, outcome: str, user: User | None = None, reason: str | None = None) -> None:
+    """One log line per login outcome: the step, a stable outcome code, the reason
+    code and the pseudonymous user id when known (never an email, code or password)."""
+    log.info(
+        "login",
+        extra={"step": step, "outcome": outcome, "reason": reason, "user": user and user.id},
+    )
 
 
 class AccountService:
@@ -119,7 +145,9 @@ class AccountService:
         self.store, self.sessions, self.broker = store, sessions, broker
         self.hasher, self.policy, self.lockout = hasher, policy, lockout
         self.keyring, self.audit, self.revocations = keyring, audit, revocations
+        self.vault = TotpVault(keyring, store)
         self.cache = cache
+        self.challenges = Challenges(broker, challenge_ttl_s)
         self.challenge_ttl_s = challenge_ttl_s
         self.reauth_window_us = int(reauth_window_s * 1e6)
         self.password_max_age_us = int(password_max_age_s * 1e6)
@@ -129,7 +157,7 @@ class AccountService:
         """The injected clock, in microseconds."""
         return int(self.clock() * 1_000_000)
 
-    def _event(
+    def event(
         self,
         action: Action,
         user: User | None,
@@ -137,8 +165,9 @@ class AccountService:
         *,
         reason: str | None = None,
         source: str | None = None,
-        target: tuple[str, str] | None = None,
+        target: tuple[str, str | None] | None = None,
     ) -> None:
+        """Audit ``action`` by ``user`` (None: not known), joined to the request's log lines."""
         self.audit.record(
             AuditEvent(
                 action=action,
@@ -150,10 +179,11 @@ class AccountService:
                 org=user.org_id if user else None,
                 target_type=target[0] if target else None,
                 target_id=target[1] if target else None,
+                request_id=context_id.get(),
             )
         )
 
-    async def _set(self, user_id: str, **values: object) -> None:
+    async def set_fields(self, user_id: str, **values: object) -> None:
         """Change the user's own fields (a version row names them as its author)."""
         await self.store.update_user(user_id, by=user_id, now_us=self.now_us(), **values)
         self.user_written(user_id)
@@ -169,35 +199,28 @@ class AccountService:
         await self.sessions.update(caller.session.id, **values)
         self.cache.forget_session(caller.user.id, caller.session.id)
 
-    # -- TOTP secrets at rest ----------------------------------------------------
-    def seal_totp(self, user_id: str, secret: str, column: str = "totp_secret") -> bytes:
-        """The secret sealed for ``users.<column>`` of ``user_id``."""
-        return self.keyring.seal(secret.encode(), aad("users", column, user_id))
-
-    def open_totp(self, user_id: str, envelope: bytes, column: str = "totp_secret") -> str:
-        """The clear secret; raises :class:`server.security.crypto.CryptoError`."""
-        return self.keyring.open(envelope, aad("users", column, user_id)).decode()
-
     # -- challenges ------------------------------------------------------------------
-    async def _new_challenge(self, user_id: str, purpose: str) -> str:
-        token = new_token()
-        payload = msgpack.packb({"u": user_id, "p": purpose})
-        await self.broker.set_value(_ckey(token), payload, self.challenge_ttl_s)
-        return token
+    async def challenge(self, token: str, purpose: str) -> tuple[User, bytes | None]:
+        """The user of a live ``purpose`` challenge (not disabled) and its invitation
+        digest; raises ``challenge_invalid``."""
+        data = await self.challenges.read(token, purpose)
+        user = await self.store.get_user(data.user_id) if data is not None else None
+        if data is None or user is None or user.status == "disabled":
+            raise ApiError("challenge_invalid")
+        return user, data.invitation
 
-    async def _challenge(self, token: str, purpose: str) -> User:
-        raw = await self.broker.get_value(_ckey(token))
-        data = msgpack.unpackb(raw) if raw is not None else None
-        if not isinstance(data, dict) or data.get("p") != purpose:
+    async def spend_challenge(self, token: str) -> None:
+        """Spend a challenge (atomically: once only); raises ``challenge_invalid``."""
+        if not await self.challenges.spend(token):
             raise ApiError("challenge_invalid")
-        user = await self.store.get_user(str(data["u"]))
-        if user is None or user.status == "disabled":
-            raise ApiError("challenge_invalid")
-        return user
 
-    async def _spend_challenge(self, token: str) -> None:
-        if await self.broker.pop_value(_ckey(token)) is None:
-            raise ApiError("challenge_invalid")
+    async def pending_secret(self, user: User, **also: object) -> str:
+        """The account's pending TOTP secret (:meth:`TotpVault.pending`), stored with
+        the columns ``also`` when new."""
+        secret, values = self.vault.pending(user)
+        if also or values:
+            await self.set_fields(user.id, **also, **values)
+        return secret
 
     # -- login -------------------------------------------------------------------------
     def _current(self, found: tuple[SessionRow, User], now_us: int) -> bool:
@@ -211,23 +234,33 @@ class AccountService:
             and (user.expires_us is None or user.expires_us > now_us)
         )
 
-    async def _fail(
+    def _enrolment_due(self, user: User, now_us: int) -> bool:
+        """An active account whose MFA an admin reset: its password leads to enrolment."""
+        return (
+            user.status == "active"
+            and user.totp_secret is None
+            and user.password_hash is not None
+            and (user.expires_us is None or user.expires_us > now_us)
+        )
+
+    async def fail(
         self, user: User | None, acct: str, source: str | None, action: Action, reason: str
     ) -> None:
+        """Count a failed verification against the lockout and audit it (and a lock start)."""
         outcome = await self.lockout.failure(acct, source)
-        self._event(action, user, Result.FAILED, reason=reason, source=source)
+        self.event(action, user, Result.FAILED, reason=reason, source=source)
         if outcome.locked_for_s is not None:
             why = "too_many_failures" if outcome.scope == "account" else "too_many_from_source"
-            self._event(Action.LOCKOUT, user, Result.DENIED, reason=why, source=source)
+            self.event(Action.LOCKOUT, user, Result.DENIED, reason=why, source=source)
 
-    def _refused(
+    def refused(
         self, action: Action, user: User | None, state: LockState, source: str | None
     ) -> None:
         """Audit an attempt the throttles refused (nothing was verified)."""
-        self._event(action, user, Result.DENIED, reason=state.reason or "locked", source=source)
+        self.event(action, user, Result.DENIED, reason=state.reason or "locked", source=source)
 
-    async def login_password(self, email: str, password: str, source: str | None) -> str:
-        """Check the password; return an MFA challenge token.
+    async def login_password(self, email: str, password: str, source: str | None) -> PasswordStep:
+        """Check the password; return an MFA challenge (or, after an MFA reset, enrolment).
 
         Raises ``auth_failed`` alike for an unknown email, a wrong password, a
         locked, disabled, expired or unfinished account, or an attempt the
@@ -238,27 +271,42 @@ class AccountService:
         acct, now_us = account_key(email), self.now_us()
         state = await self.lockout.state(acct, source)
         if state.locked:  # decided by the counters: no slot, no lookup, no hash
-            self._refused(Action.LOGIN_FAILED, None, state, source)
+            self.refused(Action.LOGIN_FAILED, None, state, source)
+            log_login("password", "refused", reason=state.reason)
             raise ApiError("auth_failed")
-        with self.hasher.slot() as slot:  # HasherBusyError (429) before anything is counted
+        try:
+            slot_cm = self.hasher.slot()  # HasherBusyError (429) before anything is counted
+        except HasherBusyError:
+            log_login("password", "busy")
+            raise
+        with slot_cm as slot:
             attempt = await self.lockout.begin(acct, source)  # counted first: see lockout.py
             if attempt.state.locked:
-                self._refused(Action.LOGIN_FAILED, None, attempt.state, source)
+                self.refused(Action.LOGIN_FAILED, None, attempt.state, source)
+                log_login("password", "refused", reason=attempt.state.reason)
                 raise ApiError("auth_failed")
-            user = await self._checked(attempt, self.store.user_by_email(email))
-            ok = await self._checked(
+            user = await self.checked(attempt, self.store.user_by_email(email))
+            ok = await self.checked(
                 attempt, slot.verify(user.password_hash if user else None, password)
             )
-            if not ok or user is None or not self._usable(user, now_us):
+            enrol = ok and user is not None and self._enrolment_due(user, now_us)
+            if not ok or user is None or not (enrol or self._usable(user, now_us)):
                 reason = "bad_password" if not ok else "account_unusable"
-                await self._fail(user, acct, source, Action.LOGIN_FAILED, reason)
+                await self.fail(user, acct, source, Action.LOGIN_FAILED, reason)
+                log_login("password", "failed", user, reason)
                 raise ApiError("auth_failed")
             await self.lockout.release(attempt)  # a right password is not a failure
             if user.password_hash and self.hasher.needs_rehash(user.password_hash):
-                await self._set(user.id, password_hash=await slot.hash(password))
-        return await self._new_challenge(user.id, "login")
+                await self.set_fields(user.id, password_hash=await slot.hash(password))
+        if enrol:
+            secret = await self.pending_secret(user)
+            log_login("password", "enrol", user)
+            challenge = await self.challenges.new(user.id, "enrol")
+            return PasswordStep(challenge, await self.vault.enrolment(user, secret))
+        log_login("password", "challenge", user)
+        return PasswordStep(await self.challenges.new(user.id, "login"))
 
-    async def _checked(self, attempt: Attempt, check: Awaitable[T]) -> T:
+    async def checked(self, attempt: Attempt, check: Awaitable[T]) -> T:
         """Await a lookup or verification; give the attempt's slots back if it raises."""
         try:
             return await check
@@ -274,7 +322,7 @@ class AccountService:
     async def check_code(self, user: User, code: str | None, recovery: str | None) -> bool:
         """Accept a TOTP code (once only, atomically) or a recovery code (once only)."""
         if code is not None and user.totp_secret is not None:
-            secret = self.open_totp(user.id, user.totp_secret)
+            secret = self.vault.open(user.id, user.totp_secret)
             step = totp.match_step(secret, code, self.clock(), user.totp_last_step)
             return step is not None and await self.store.accept_totp_step(user.id, step)
         if recovery is not None:
@@ -290,104 +338,64 @@ class AccountService:
 
         Raises ``challenge_invalid`` (unknown or expired challenge) or
         ``mfa_failed`` (wrong, replayed or expired code, or the account locked).
+        The session carries a lockout notice when the account was locked, or
+        saw many failures, since its previous successful login.
         """
-        user = await self._challenge(challenge, "login")
+        try:
+            user, _ = await self.challenge(challenge, "login")
+        except ApiError:
+            log_login("mfa", "challenge_invalid")
+            raise
         acct = account_key(user.email)
         attempt = await self.lockout.begin(acct, source, first_step=False)  # see lockout.py
         if attempt.state.locked:
-            self._refused(Action.MFA_FAILED, user, attempt.state, source)
+            self.refused(Action.MFA_FAILED, user, attempt.state, source)
+            log_login("mfa", "refused", user, attempt.state.reason)
             raise ApiError("mfa_failed")
-        if not await self._checked(attempt, self.check_code(user, code, recovery)):
-            await self._fail(user, acct, source, Action.MFA_FAILED, "bad_code")
+        if not await self.checked(attempt, self.check_code(user, code, recovery)):
+            await self.fail(user, acct, source, Action.MFA_FAILED, "bad_code")
+            log_login("mfa", "failed", user, "bad_code")
             raise ApiError("mfa_failed")
         await self.lockout.release(attempt)
-        await self._spend_challenge(challenge)
-        if await self.lockout.was_locked(acct, source):
-            self._event(Action.UNLOCK, user, reason="login_after_lock", source=source)
-        await self.lockout.success(acct, source)
-        return await self._open_session(user, source)
+        await self.spend_challenge(challenge)
+        notice = await self.succeeded(user, acct, source)
+        log_login("mfa", "ok", user, "recovery_code" if code is None else None)
+        return await self.open_session(user, source, notice=notice)
 
-    async def _open_session(
-        self, user: User, source: str | None, recovery_codes: list[str] | None = None
+    async def succeeded(self, user: User, acct: str, source: str | None) -> Notice | None:
+        """A login completed: take its lockout notice, forget the failures and locks."""
+        if await self.lockout.was_locked(acct, source):
+            self.event(Action.UNLOCK, user, reason="login_after_lock", source=source)
+        notice = await self.lockout.take_notice(acct)
+        await self.lockout.success(acct, source)
+        return notice
+
+    async def open_session(
+        self,
+        user: User,
+        source: str | None,
+        recovery_codes: list[str] | None = None,
+        notice: Notice | None = None,
     ) -> LoginResult:
+        """A new session for ``user`` (restricted when their password expired or an admin
+        forced its change); audited ``login`` (reason ``lockout_notice`` when it carries
+        the lockout notice: the audit trail records that the owner was told)."""
         now_us = self.now_us()
-        changed = user.password_changed_us or now_us
-        expired = user.role in STAFF_ROLES and now_us - changed > self.password_max_age_us
+        changed = user.password_changed_us
+        forced = changed == PASSWORD_RESET_FORCED
+        age = now_us - (changed or now_us)
+        expired = forced or (user.role in STAFF_ROLES and age > self.password_max_age_us)
         restricted = RESTRICTED_PASSWORD if expired else None
         token, row = await self.sessions.create(
             user.id, now_us, source=source, restricted=restricted
         )
-        self._event(Action.LOGIN, user, source=source, target=("session", row.id))
-        return LoginResult(token, row, user, recovery_codes)
+        reason = "lockout_notice" if notice is not None else None
+        self.event(Action.LOGIN, user, reason=reason, source=source, target=("session", row.id))
+        notices = [notice] if notice is not None else []
+        return LoginResult(token, row, user, recovery_codes, notices)
 
-    # -- enrolment (invitation -> password -> TOTP) ------------------------------------
-    async def accept_invitation(
-        self, token: str, password: str, source: str | None
-    ) -> tuple[str, Enrolment]:
-        """Set the invitee's password; return an enrolment challenge and the TOTP data.
-
-        Raises ``invitation_invalid`` or a ``password_*`` policy code.
-        """
-        digest, now_us = token_hash(token), self.now_us()
-        user_id = await self.store.peek_invitation(digest, now_us)
-        user = await self.store.get_user(user_id) if user_id else None
-        if user is None or user.status != "invited":
-            raise ApiError("invitation_invalid")
-        clean = self._check_policy(user, password)
-        hashed = await self.hasher.hash(clean)
-        if await self.store.take_invitation(digest, now_us) != user.id:
-            raise ApiError("invitation_invalid")
-        secret = totp.new_secret()
-        await self._set(
-            user.id,
-            password_hash=hashed,
-            password_changed_us=now_us,
-            totp_pending=self.seal_totp(user.id, secret, "totp_pending"),
-        )
-        self._event(Action.PASSWORD_CHANGE, user, reason=None, source=source)
-        challenge = await self._new_challenge(user.id, "enrol")
-        return challenge, self._enrolment(user, secret)
-
-    def _enrolment(self, user: User, secret: str) -> Enrolment:
-        uri = totp.provisioning_uri(secret, user.id)
-        return Enrolment(uri, totp.qr_svg(uri))
-
-    async def confirm_enrolment(self, challenge: str, code: str, source: str | None) -> LoginResult:
-        """Confirm TOTP with a first code: activate the account and open a session.
-
-        Returns ten recovery codes (shown once). Raises ``challenge_invalid`` or
-        ``mfa_failed``.
-        """
-        user = await self._challenge(challenge, "enrol")
-        codes = await self._confirm_totp(user, code, source)
-        await self._spend_challenge(challenge)
-        await self._set(user.id, status="active")
-        fresh = await self.store.get_user(user.id)
-        assert fresh is not None
-        return await self._open_session(fresh, source, codes)
-
-    async def _confirm_totp(self, user: User, code: str, source: str | None) -> list[str]:
-        if user.totp_pending is None:
-            raise ApiError("mfa_failed")
-        secret = self.open_totp(user.id, user.totp_pending, "totp_pending")
-        step = totp.match_step(secret, code, self.clock(), -1)
-        if step is None:
-            self._event(
-                Action.MFA_FAILED, user, Result.FAILED, reason="bad_enrol_code", source=source
-            )
-            raise ApiError("mfa_failed")
-        codes = totp.new_recovery_codes()
-        await self._set(
-            user.id,
-            totp_secret=self.seal_totp(user.id, secret),
-            totp_pending=None,
-            totp_last_step=step,
-        )
-        await self.store.replace_recovery_codes(user.id, [totp.recovery_hash(c) for c in codes])
-        self._event(Action.MFA_ENROLL, user, source=source)
-        return codes
-
-    def _check_policy(self, user: User, password: str) -> str:
+    def check_policy(self, user: User, password: str) -> str:
+        """The password, normalised, if the policy accepts it; raises a ``password_*`` code."""
         try:
             return self.policy.check(password, context=context_words(user.name, user.email))
         except PasswordRejectedError as exc:
@@ -452,7 +460,7 @@ class AccountService:
         """Revoke sessions of the caller's user and close their sockets on every node."""
         ids = await self.sessions.revoke(caller.user.id, self.now_us(), only=only, keep=keep)
         for sid in ids:
-            self._event(
+            self.event(
                 Action.SESSION_REVOKE,
                 caller.user,
                 reason=reason,
@@ -465,21 +473,16 @@ class AccountService:
     async def logout(self, caller: Caller, source: str | None) -> None:
         """End the caller's session (and its sockets)."""
         await self.sessions.revoke(caller.user.id, self.now_us(), only=caller.session.id)
-        self._event(
-            Action.LOGOUT, caller.user, source=source, target=("session", caller.session.id)
-        )
+        self.event(Action.LOGOUT, caller.user, source=source, target=("session", caller.session.id))
         await self.revocations.sessions_revoked([caller.session.id])
 
     async def ws_ticket(self, caller: Caller, ttl_s: float) -> str:
         """A single-use WebSocket ticket for the caller's session (broker, ``ttl_s``)."""
-        ticket = new_token()
-        await self.broker.set_value(_tkey(ticket), caller.session.id.encode(), ttl_s)
-        return ticket
+        return await self.challenges.new_ticket(caller.session.id, ttl_s)
 
     async def take_ticket(self, ticket: str) -> str | None:
         """The session id of a ticket, spent atomically; None if unknown, used or expired."""
-        raw = await self.broker.pop_value(_tkey(ticket))
-        return None if raw is None else raw.decode()
+        return await self.challenges.take_ticket(ticket)
 
     # -- re-authentication and credential changes ------------------------------------
     async def reauthenticate(
@@ -493,16 +496,16 @@ class AccountService:
         acct = account_key(caller.user.email)
         state = await self.lockout.state(acct, source, first_step=False)
         if state.locked:  # decided by the counters: no slot, no hash
-            self._refused(Action.LOGIN_FAILED, caller.user, state, source)
+            self.refused(Action.LOGIN_FAILED, caller.user, state, source)
             raise ApiError("auth_failed")
         with self.hasher.slot() as slot:  # HasherBusyError (429) before anything is counted
             attempt = await self.lockout.begin(acct, source, first_step=False)  # see lockout.py
             if attempt.state.locked:
-                self._refused(Action.LOGIN_FAILED, caller.user, attempt.state, source)
+                self.refused(Action.LOGIN_FAILED, caller.user, attempt.state, source)
                 raise ApiError("auth_failed")
-            ok = await self._checked(attempt, self._reauth_ok(caller.user, password, code, slot))
+            ok = await self.checked(attempt, self._reauth_ok(caller.user, password, code, slot))
         if not ok:
-            await self._fail(caller.user, acct, source, Action.LOGIN_FAILED, "reauth_failed")
+            await self.fail(caller.user, acct, source, Action.LOGIN_FAILED, "reauth_failed")
             raise ApiError("auth_failed")
         await self.lockout.release(attempt)
         await self._set_session(caller, auth_us=self.now_us())
@@ -518,38 +521,14 @@ class AccountService:
         Raises ``reauth_required``, ``password_reused`` or a ``password_*`` code.
         """
         self.require_recent_auth(caller)
-        clean = self._check_policy(caller.user, new)
+        clean = self.check_policy(caller.user, new)
         with self.hasher.slot() as slot:
             if await slot.verify(caller.user.password_hash, clean):
                 raise ApiError("password_reused")
             hashed = await slot.hash(clean)
-        await self._set(caller.user.id, password_hash=hashed, password_changed_us=self.now_us())
-        await self._set_session(caller, restricted=None)
-        self._event(Action.PASSWORD_CHANGE, caller.user, source=source)
-        await self.revoke(caller, keep=caller.session.id, reason="password_change", source=source)
-
-    async def start_mfa_change(self, caller: Caller) -> Enrolment:
-        """A new pending TOTP secret (recent re-authentication needed)."""
-        self.require_recent_auth(caller)
-        secret = totp.new_secret()
-        await self._set(
-            caller.user.id, totp_pending=self.seal_totp(caller.user.id, secret, "totp_pending")
+        await self.set_fields(
+            caller.user.id, password_hash=hashed, password_changed_us=self.now_us()
         )
-        return self._enrolment(caller.user, secret)
-
-    async def confirm_mfa_change(self, caller: Caller, code: str, source: str | None) -> list[str]:
-        """Switch to the pending secret; new recovery codes; other sessions revoked."""
-        self.require_recent_auth(caller)
-        user = await self.store.get_user(caller.user.id)
-        assert user is not None
-        codes = await self._confirm_totp(user, code, source)
-        await self.revoke(caller, keep=caller.session.id, reason="mfa_change", source=source)
-        return codes
-
-
-def _ckey(token: str) -> str:
-    return "acc:mfa:" + token_hash(token).hex()
-
-
-def _tkey(ticket: str) -> str:
-    return "acc:ticket:" + token_hash(ticket).hex()
+        await self._set_session(caller, restricted=None)
+        self.event(Action.PASSWORD_CHANGE, caller.user, source=source)
+        await self.revoke(caller, keep=caller.session.id, reason="password_change", source=source)

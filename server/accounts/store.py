@@ -69,6 +69,20 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class UserRef:
+    """Who a user is without their identity data: the name stays sealed until opened.
+
+    :meth:`AccountStore.open_name` decrypts it, for the viewers the policy allows.
+    """
+
+    id: str
+    org_id: str
+    role: str
+    status: str
+    name_enc: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class UserVersion:
     """One version row of a user, its snapshot decrypted."""
 
@@ -233,6 +247,26 @@ class AccountStore:
             rows = list(await conn.execute(query))
         return [self._user(row) for row in rows]
 
+    async def user_ids(self) -> list[str]:
+        """Every user's id (no identity data read)."""
+        async with self.db.begin(readonly=True) as conn:
+            return [str(r.id) for r in await conn.execute(sa.select(users.c.id))]
+
+    async def user_refs(self, ids: Iterable[str]) -> dict[str, UserRef]:
+        """The users among ``ids`` (any status), their names still sealed; one query."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        c = users.c
+        query = sa.select(c.id, c.org_id, c.role, c.status, c.name_enc).where(c.id.in_(wanted))
+        async with self.db.begin(readonly=True) as conn:
+            rows = list(await conn.execute(query))
+        return {r.id: UserRef(r.id, r.org_id, r.role, r.status, r.name_enc) for r in rows}
+
+    def open_name(self, ref: UserRef) -> str:
+        """The clear name of ``ref``; raises :class:`~server.security.crypto.CryptoError`."""
+        return self.cipher.open_column(ref.id, "name", ref.name_enc)
+
     async def update_user(
         self, user_id: str, *, by: str | None, now_us: int, **values: Any
     ) -> bool:
@@ -287,7 +321,8 @@ class AccountStore:
         rows = [{"code_hash": h, "user_id": user_id, "used_us": None} for h in hashes]
         async with self.db.begin() as conn:
             await conn.execute(sa.delete(recovery_codes).where(recovery_codes.c.user_id == user_id))
-            await conn.execute(sa.insert(recovery_codes), rows)
+            if rows:  # none: the codes are only dropped (an MFA reset)
+                await conn.execute(sa.insert(recovery_codes), rows)
 
     async def use_recovery_code(self, user_id: str, code_hash: bytes, now_us: int) -> bool:
         """Spend one unused recovery code atomically; False if unknown or used."""
@@ -322,7 +357,11 @@ class AccountStore:
             )
 
     async def peek_invitation(self, token_hash: bytes, now_us: int) -> str | None:
-        """The user id of an unexpired, unused invitation (not spent), or None."""
+        """The user id of an unexpired, unused invitation (not spent), or None.
+
+        An invitation can be accepted any number of times until its enrolment
+        is confirmed (:meth:`take_invitation`), it expires or it is replaced.
+        """
         query = sa.select(invitations.c.user_id).where(
             invitations.c.token_hash == token_hash,
             invitations.c.used_us.is_(None),
@@ -331,6 +370,16 @@ class AccountStore:
         async with self.db.begin(readonly=True) as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else str(row.user_id)
+
+    async def revoke_invitations(self, user_id: str, now_us: int) -> int:
+        """Mark every unused invitation of ``user_id`` used (a new one replaces them)."""
+        stmt = (
+            sa.update(invitations)
+            .where(invitations.c.user_id == user_id, invitations.c.used_us.is_(None))
+            .values(used_us=now_us)
+        )
+        async with self.db.begin() as conn:
+            return int((await conn.execute(stmt)).rowcount)
 
     async def take_invitation(self, token_hash: bytes, now_us: int) -> str | None:
         """Spend an unexpired, unused invitation atomically; its user id, or None."""

@@ -29,10 +29,27 @@ def new_secret() -> str:
     return pyotp.random_base32(32)
 
 
-def provisioning_uri(secret: str, account: str) -> str:
-    """The ``otpauth://`` URI authenticator apps import (account: a pseudonymous id)."""
+def issuer_for(org_name: str) -> str:
+    """The issuer an authenticator app shows: ``medhub (<organisation>)``.
+
+    A colon separates issuer and account in the URI's label, so it is
+    replaced; so are control characters.
+    """
+    clean = "".join(" " if ch == ":" or not ch.isprintable() else ch for ch in org_name)
+    clean = " ".join(clean.split())
+    return f"{ISSUER} ({clean})" if clean else ISSUER
+
+
+def provisioning_uri(secret: str, account: str, issuer: str = ISSUER) -> str:
+    """The ``otpauth://`` URI authenticator apps import.
+
+    ``account`` is what the app lists under ``issuer``: the person's email
+    (:func:`issuer_for` gives the organisation's issuer). The URI holds the
+    secret: show it to its owner only, never log it.
+    """
+    label = account.replace(":", " ")
     return pyotp.TOTP(secret, digits=DIGITS, interval=INTERVAL_S).provisioning_uri(
-        name=account, issuer_name=ISSUER
+        name=label, issuer_name=issuer
     )
 
 

@@ -16,6 +16,10 @@ disagree. Each request:
    endpoints marked ``restricted_ok``);
 3. calls the handler and encodes its reply.
 
+The endpoint's path template (``/api/v1/users/{user_id}``) is left in the
+ASGI scope (:data:`server.logs.ROUTE_KEY`) for the request log line, which
+never carries the concrete path.
+
 Every error is ``{"error": {"code", "message"}}`` with the code's status;
 an unexpected exception is logged (type only) and answered ``internal``.
 Overload is never ``internal``: a full password-hashing queue answers 429
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +39,7 @@ import msgspec
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from server.accounts import csrf
 from server.accounts.errors import ApiError
@@ -43,6 +47,7 @@ from server.accounts.passwords import HasherBusyError
 from server.accounts.schemas import ErrorBody, ErrorDetail
 from server.accounts.service import AccountService, Caller
 from server.broker.base import BrokerError
+from server.logs import ROUTE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,11 @@ class Context:
         """A path parameter (already checked against the id pattern)."""
         return str(self.request.path_params[name])
 
+    def query(self, name: str) -> str | None:
+        """A declared query parameter (checked against the id pattern), or None."""
+        value = self.request.query_params.get(name)
+        return None if value is None else str(value)
+
 
 Handler = Callable[[Context], Awaitable[msgspec.Struct]]
 
@@ -90,11 +100,47 @@ class Endpoint:
     auth: Auth = "session"
     status: int = 200
     errors: tuple[str, ...] = ()
+    #: Optional query parameters, each an id (``^[a-z]-[0-9a-f]{1,38}$``); others are ignored.
+    query: tuple[str, ...] = ()
 
     @property
     def operation_id(self) -> str:
         """A stable id for OpenAPI (the handler's name)."""
         return self.handler.__name__.lstrip("_")
+
+
+@dataclass(frozen=True)
+class RestPart:
+    """What one component adds to ``/api/v1`` (built by :meth:`Accounts.app`).
+
+    ``endpoints``: JSON operations (the table: routed by :func:`build_routes`,
+    documented from their types). ``routes``: raw Starlette routes, for bodies
+    that are streamed (uploads, downloads, exports); each must authenticate with
+    :meth:`Shell.caller` and answer errors with :func:`error_response`.
+    ``operations``: the OpenAPI path items of those raw routes, by full path
+    (``/api/v1/...``).
+    """
+
+    endpoints: Sequence[Endpoint] = ()
+    routes: Sequence[BaseRoute] = ()
+    operations: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+
+async def _raw_handler(ctx: Context) -> msgspec.Struct:
+    raise ApiError("internal")  # a raw route is served by its own function, never this
+
+
+def raw_endpoint(method: str, path: str, auth: Auth = "session") -> Endpoint:
+    """An :class:`Endpoint` describing a raw route, for :meth:`Shell.caller`."""
+    return Endpoint(method, path, _raw_handler, "raw", ErrorBody, auth=auth)
+
+
+def check_id(value: str) -> str:
+    """``value`` when it is an id as the API's paths take them; raises ``not_found``
+    (as the API answers a malformed id) otherwise. For the ``medhub admin`` CLI."""
+    if not PATH_PARAM.fullmatch(value):
+        raise ApiError("not_found")
+    return value
 
 
 def error_response(exc: ApiError) -> Response:
@@ -138,6 +184,10 @@ class Shell:
     client_address: Callable[[Request], str | None]
 
     async def _read(self, request: Request, body_type: type[msgspec.Struct] | None) -> Any:
+        headers = request.headers
+        bodiless = "content-length" not in headers and "transfer-encoding" not in headers
+        if body_type is None and bodiless:
+            return None  # no body sent (a plain GET): nothing to read
         raw = await read_bounded(request, MAX_BODY_BYTES)
         if body_type is None:
             return None
@@ -151,7 +201,13 @@ class Shell:
         except msgspec.DecodeError:
             raise ApiError("bad_request", "the body is not valid JSON") from None
 
-    async def _caller(self, request: Request, ep: Endpoint) -> Caller | None:
+    async def caller(self, request: Request, ep: Endpoint) -> Caller | None:
+        """The caller of ``request`` as ``ep.auth`` requires (None for ``public``).
+
+        Raw routes call it with an :class:`Endpoint` describing themselves.
+        Raises :class:`ApiError`: ``unauthenticated``, ``origin_refused``,
+        ``csrf_failed`` (cookie sessions on unsafe methods), ``password_expired``.
+        """
         headers = request.headers
         if ep.auth == "public":
             if not csrf.origin_ok(headers, self.allowed_origins, require=False):
@@ -178,12 +234,17 @@ class Shell:
         """The Starlette endpoint function for ``ep``."""
 
         async def endpoint(request: Request) -> Response:
+            request.scope[ROUTE_KEY] = request.scope.get("root_path", "") + ep.path
             try:
                 for value in request.path_params.values():
                     if not PATH_PARAM.fullmatch(str(value)):
                         raise ApiError("not_found")
+                for name in ep.query:
+                    value = request.query_params.get(name)
+                    if value is not None and not PATH_PARAM.fullmatch(value):
+                        raise ApiError("not_found")
                 body = await self._read(request, ep.body)
-                caller = await self._caller(request, ep)
+                caller = await self.caller(request, ep)
                 ctx = Context(request, body, caller, self.client_address(request))
                 reply = await ep.handler(ctx)
             except ApiError as exc:

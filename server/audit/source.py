@@ -41,6 +41,22 @@ def _parse(raw: str) -> IPAddress | None:
     return addr
 
 
+@lru_cache(maxsize=4096)
+def _peer(raw: str) -> IPAddress | None:
+    """:func:`_parse` of a TCP peer address, cached (the same peers come back).
+
+    Only peer addresses (short, from the socket) are cached, never header
+    hops, which a client writes: the cache stays small whatever it sends.
+    """
+    return _parse(raw)
+
+
+@lru_cache(maxsize=4096)
+def _peer_text(raw: str) -> str | None:
+    addr = _peer(raw)
+    return None if addr is None else str(addr)
+
+
 @lru_cache(maxsize=32)
 def _networks(trusted: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(t.strip(), strict=False) for t in trusted if t.strip())
@@ -92,12 +108,12 @@ def client_address(
     """
     if peer is None:
         return None
-    addr = _parse(peer)
+    if not forwarded_for:
+        return _peer_text(peer)
+    addr = _peer(peer)
     if addr is None:
         return None
     networks = _networks(tuple(trusted_proxies))
-    if not forwarded_for:
-        return str(addr)
     if not _trusted(addr, networks):
         if warning is not None:
             warning.untrusted_forwarded()

@@ -228,7 +228,7 @@ async def test_concurrent_guesses_cannot_pass_the_threshold(
 
     # the same for TOTP guesses on one challenge, once the first lock is over
     env.clock.advance(61)
-    challenge = await svc.login_password(u.email, PASSWORD, "10.0.0.9")
+    challenge = (await svc.login_password(u.email, PASSWORD, "10.0.0.9")).challenge
     verified.clear()
 
     async def code_guess(i: int) -> str:

@@ -87,7 +87,8 @@ async def test_every_change_writes_a_version_row(env: Env, org_id: str) -> None:
     assert first.changed_us == second.changed_us - 5_000_000
     # the user's own changes name the user; secrets are marked, never copied
     mine = await store.versions(admin.user_id)
-    assert [v.changed_by for v in mine] == [None, admin.user_id, admin.user_id, admin.user_id]
+    # create (the CLI), accept (password, pending secret), confirm (secret, active)
+    assert [v.changed_by for v in mine] == [None, admin.user_id, admin.user_id]
     enrolled = mine[1].fields
     assert enrolled["password_hash"] is True
     assert enrolled["totp_pending"] is True

@@ -47,7 +47,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         inv = await env.accounts.admin.invite(
             None, org.id, role="admin", name="Ann", email="a@a.example"
         )
-        svc = env.accounts.service
+        svc = env.accounts.enrolments
         challenge, enrol = await svc.accept_invitation(inv.token, PASSWORD, None)
         code = totp.code_at(secret_of(enrol.otpauth_uri), totp.step_at(env.clock()))
         STATE["token"] = (await svc.confirm_enrolment(challenge, code, None)).token
