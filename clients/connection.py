@@ -59,6 +59,7 @@ from protocol.chat import ChatEvent
 from protocol.codec import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, JsonCodec, MsgpackCodec
 from protocol.messages import Event
 from protocol.presence import PresenceState
+from protocol.streams import STREAM_MAGIC
 
 log = logging.getLogger("clients.sdk")
 
@@ -128,6 +129,10 @@ class Connection:
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self._fatal: MedhubError | None = None
+        #: Extensions (clients.calls): event taps, stream frame handlers, connected hooks.
+        self._taps: list[Callable[[TypedEvent], bool]] = []
+        self._streams: dict[int, Callable[[bytes], object]] = {}
+        self._hooks: list[Callable[[], object]] = []
 
     @property
     def connected(self) -> bool:
@@ -288,6 +293,8 @@ class Connection:
             if self._ws is ws:  # not dropped meanwhile
                 self._welcomed = True
                 self._connected.set()
+                for hook in self._hooks:
+                    hook()
                 if self.on_connected is not None:
                     self.on_connected()
             await reader  # returns when the socket closes; raises only on a bug
@@ -350,6 +357,11 @@ class Connection:
         """Deliver replies and events until ``ws`` closes (returns then)."""
         try:
             async for frame in ws:
+                if isinstance(frame, bytes) and frame[:1] == bytes((STREAM_MAGIC,)):
+                    handler = self._streams.get(frame[1]) if len(frame) > 1 else None
+                    if handler is not None:
+                        handler(frame)
+                    continue
                 msg = self._codec.decode_raw(frame)
                 kind = msg.get("type")
                 if kind == "event":
@@ -381,7 +393,11 @@ class Connection:
             data = msgspec.convert(ev.data, ChatEvent)
         elif ev.kind == "presence":
             data = msgspec.convert(ev.data, PresenceState)
-        self._events.put_nowait(TypedEvent(ev.ch, ev.seq, ev.kind, data))
+        typed = TypedEvent(ev.ch, ev.seq, ev.kind, data)
+        for tap in self._taps:
+            if tap(typed):
+                return
+        self._events.put_nowait(typed)
 
     async def _call(
         self,
@@ -425,6 +441,42 @@ class Connection:
         if ws is None or not self._connected.is_set():
             raise TransportError("not connected (reconnecting)") from self.last_error
         return await self._call(ws, msg_type, fields, timeout_s)
+
+    async def notify(self, msg_type: str, /, **fields: Any) -> None:
+        """Send one-way message ``msg_type`` (no reply; a refusal comes as an ``error``
+        the client does not wait for). Raises :class:`TransportError` when not connected."""
+        await self.send_stream(self._codec.encode_raw({"type": msg_type, **fields}))
+
+    async def send_stream(self, frame: bytes | str) -> None:
+        """Send an encoded frame as it is (a binary stream frame: protocol/streams.py).
+
+        Raises :class:`TransportError` when not connected (nothing was sent) or the
+        socket drops while sending, :class:`SessionEndedError` after a permanent error.
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        ws = self._ws
+        if ws is None or not self._connected.is_set():
+            raise TransportError("not connected (reconnecting)") from self.last_error
+        try:
+            await ws.send(frame)
+        except ConnectionClosed as exc:
+            self._drop(ws)
+            raise self._lost(ws) from exc
+
+    def add_event_tap(self, tap: Callable[[TypedEvent], bool]) -> None:
+        """Show every event to ``tap`` first; one it returns True for is consumed (not
+        queued for :meth:`events`). ``tap`` runs in the reader and must not block."""
+        self._taps.append(tap)
+
+    def on_stream(self, code: int, handler: Callable[[bytes], object]) -> None:
+        """Call ``handler(frame)`` with every stream frame of kind ``code`` (the whole
+        frame, header included); frames of kinds nobody handles are dropped."""
+        self._streams[code] = handler
+
+    def add_connected_hook(self, hook: Callable[[], object]) -> None:
+        """Call ``hook()`` after every welcome and resume (before ``on_connected``)."""
+        self._hooks.append(hook)
 
     async def events(self) -> AsyncIterator[TypedEvent]:
         """Every event, typed, each chat event once and in order.

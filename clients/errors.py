@@ -17,9 +17,12 @@ Exception hierarchy::
      ├── HubError                an ``error`` reply: ``.code`` from the catalogue
      │                           (protocol/SPEC.md), ``.retry_after_s``; retryable for
      │                           unavailable, timeout, internal, rate_limited
-     └── SignInError             the accounts API refused sign-in or enrolment:
-                                 ``.code`` (its stable code), ``.status`` (HTTP);
-                                 retryable for 5xx and 429 only
+     ├── SignInError             the accounts API refused sign-in or enrolment:
+     │                           ``.code`` (its stable code), ``.status`` (HTTP);
+     │                           retryable for 5xx and 429 only
+     └── ApiError                the accounts API refused another call (directory,
+                                 administration, logout): ``.code``, ``.status``,
+                                 ``.retry_after_s``; retryable for 5xx and 429 only
 
 ``MedhubError`` itself is raised for a call on a client after :meth:`close`.
 No exception of ``websockets`` or ``httpx`` leaves the SDK.
@@ -98,4 +101,18 @@ class SignInError(MedhubError):
     def __init__(self, code: str, status: int) -> None:
         super().__init__(f"sign-in refused: {code} (HTTP {status})")
         self.code, self.status = code, status
+        self.retryable = status >= 500 or status == 429
+
+
+class ApiError(MedhubError):
+    """The accounts API refused a call other than sign-in (``code`` from its JSON error).
+
+    A refused session is never an ``ApiError``: 401 (and 403 ``password_expired``)
+    raise :class:`SessionEndedError`. ``retry_after_s`` is the ``Retry-After``
+    header when the API sent one.
+    """
+
+    def __init__(self, code: str, status: int, retry_after_s: float | None = None) -> None:
+        super().__init__(f"refused: {code} (HTTP {status})")
+        self.code, self.status, self.retry_after_s = code, status, retry_after_s
         self.retryable = status >= 500 or status == 429

@@ -8,7 +8,7 @@ Usage::
     await client.follow(conv)                    # replay what was missed, then live
     seq = await client.send_message(conv, "hello")
     async for event in client.events():          # typed events, each exactly once
-        ...
+        people = await client.names([event.data.sender])   # id -> Person (display name)
     await client.close()
 
 Errors (defined in :mod:`clients.errors`, importable from here)::
@@ -21,7 +21,8 @@ Errors (defined in :mod:`clients.errors`, importable from here)::
      ├── SessionEndedError       permanent: session revoked or expired, account disabled,
      │                           password expired: sign in again (``.code``)
      ├── HubError                an ``error`` reply: ``.code``, ``.retry_after_s``
-     └── SignInError             REST sign-in or enrolment refused: ``.code``, ``.status``
+     ├── SignInError             REST sign-in or enrolment refused: ``.code``, ``.status``
+     └── ApiError                another REST call refused: ``.code``, ``.status``
 
 No ``websockets`` or ``httpx`` exception leaves the SDK; ``MedhubError`` itself
 means the client was closed.
@@ -50,14 +51,18 @@ import msgspec
 
 from clients.accounts import (
     Enrolment,
+    Person,
     SessionInfo,
     accept_invitation,
     confirm_enrolment,
+    directory,
     sign_in,
+    sign_out,
 )
 from clients.connection import Connection, TypedEvent
 from clients.errors import (
     RETRYABLE_CODES,
+    ApiError,
     HubError,
     MedhubError,
     RequestTimeoutError,
@@ -71,10 +76,12 @@ from protocol.presence import PresenceState
 
 __all__ = [
     "RETRYABLE",
+    "ApiError",
     "Enrolment",
     "HubError",
     "MedhubClient",
     "MedhubError",
+    "Person",
     "RequestTimeoutError",
     "SessionEndedError",
     "SessionInfo",
@@ -88,6 +95,10 @@ __all__ = [
 ]
 
 RETRYABLE = RETRYABLE_CODES
+#: Ids per directory request (bigger lists are asked for in several requests).
+DIRECTORY_BATCH = 100
+#: The highest seq a receipt may name; the hub clamps it to the conversation's last.
+LAST_SEQ = 2**53 - 1
 
 
 class MedhubClient(Connection):
@@ -96,6 +107,8 @@ class MedhubClient(Connection):
 
     See :class:`~clients.connection.Connection` for the constructor's options.
     """
+
+    _people: dict[str, Person | None] | None = None  # names() cache, made on first use
 
     # -- session ---------------------------------------------------------------------
     async def sign_in(self, email: str, password: str, totp_code: str) -> SessionInfo:
@@ -106,6 +119,38 @@ class MedhubClient(Connection):
         self.session = await sign_in(self.base_url, email, password, totp_code)
         self.token = self.session.token
         return self.session
+
+    async def sign_out(self) -> None:
+        """End this client's session on the server (all its sockets close), then :meth:`close`.
+
+        Raises :class:`ApiError` or :class:`TransportError` (the client is closed anyway).
+        """
+        try:
+            if self.token is not None:
+                await sign_out(self.base_url, self.token)
+        finally:
+            await self.close()
+
+    async def names(self, ids: list[str] | set[str]) -> dict[str, Person]:
+        """Who ``ids`` are (display name, role, organisation), as far as I may see them.
+
+        Asks the accounts API's directory once per id for the life of the client
+        (answers are cached, refusals too: an id I may not see is absent from
+        the result, never an error). Raises :class:`SessionEndedError`,
+        :class:`ApiError`, :class:`TransportError` (nothing is cached then).
+        """
+        if self._people is None:
+            self._people = {}
+        cache = self._people
+        missing = sorted({i for i in ids if i not in cache})
+        for start in range(0, len(missing), DIRECTORY_BATCH):
+            batch = missing[start : start + DIRECTORY_BATCH]
+            if self.token is None:
+                raise SessionEndedError("no_session")
+            found = await directory(self.base_url, self.token, batch)
+            for uid in batch:
+                cache[uid] = found.get(uid)
+        return {i: p for i in ids if (p := cache.get(i)) is not None}
 
     async def send_message(
         self, conv: str, text: str, *, client_msg_id: str | None = None,
@@ -195,9 +240,23 @@ class MedhubClient(Connection):
         data = await self.request("chat.history", **fields)
         return [msgspec.convert(e, ChatEvent) for e in data["events"]], bool(data["more"])
 
-    async def conversations(self) -> list[dict[str, Any]]:
-        """My conversations with last seq and unread count."""
-        return list((await self.request("chat.list"))["conversations"])
+    async def conversations(self, *, page_size: int = 100) -> list[dict[str, Any]]:
+        """All my conversations (every page of ``chat.list``), with last seq and unread count.
+
+        Each is ``{"conv", "kind", "title", "members", "last_seq", "read_seq",
+        "delivered_seq", "unread"}``. Raises :class:`HubError`, :class:`TransportError`.
+        """
+        found: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            fields: dict[str, Any] = {"limit": page_size}
+            if after is not None:
+                fields["after"] = after
+            data = await self.request("chat.list", **fields)
+            found.extend(data["conversations"])
+            if not data.get("more") or not data.get("next"):
+                return found
+            after = str(data["next"])
 
     async def create_conversation(
         self, kind: str, members: list[str] | None = None, **fields: Any
@@ -208,9 +267,34 @@ class MedhubClient(Connection):
         self._follows.add(conv)
         return conv
 
-    async def mark_read(self, conv: str, seq: int) -> None:
-        """Read receipt up to ``seq``."""
-        await self.request("chat.receipt", conv=conv, seq=seq, kind="read")
+    async def mark_read(self, conv: str, seq: int = LAST_SEQ) -> int:
+        """Read receipt up to ``seq`` (default: everything); returns my read seq now."""
+        data = await self.request("chat.receipt", conv=conv, seq=seq, kind="read")
+        return int(data["read_seq"])
+
+    async def edit_message(
+        self, conv: str, seq: int, text: str, *, client_msg_id: str | None = None
+    ) -> tuple[int, int]:
+        """Replace the text of my message ``seq``; returns (the edit's seq, the new version).
+
+        Not retried (send it again with the same ``client_msg_id`` to be safe).
+        Raises :class:`HubError` (``forbidden``: not my message; ``not_found``;
+        ``bad_request``: deleted), :class:`TransportError`.
+        """
+        cid = client_msg_id or secrets.token_hex(12)
+        data = await self.request("chat.edit", conv=conv, seq=seq, client_msg_id=cid, text=text)
+        return int(data["seq"]), int(data["version"])
+
+    async def delete_message(self, conv: str, seq: int, *, client_msg_id: str | None = None) -> int:
+        """Delete my message ``seq`` (its versions are kept); returns the delete's seq.
+
+        Raises :class:`HubError` (``forbidden``, ``not_found``, ``bad_request``:
+        already deleted), :class:`TransportError`.
+        """
+        cid = client_msg_id or secrets.token_hex(12)
+        return int(
+            (await self.request("chat.delete", conv=conv, seq=seq, client_msg_id=cid))["seq"]
+        )
 
     async def typing(self, conv: str) -> bool:
         """Typing indicator (forwarded at most every couple of seconds)."""

@@ -1,78 +1,70 @@
-"""medhub-chat as a person uses it: a subprocess at a terminal-like pipe, a real hub."""
+"""medhub-chat's first use, as a person does it: a subprocess at a pipe, a real hub."""
 
 from __future__ import annotations
 
-import asyncio
-import os
+import argparse
 import re
 import stat
-import sys
-import time
 from pathlib import Path
 
-import pyotp
-
-from tests.accountstest import PASSWORD, accounts_settings, run_accounts_hub
-
-
-async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]) -> str:
-    """Read the child's output until ``marker`` appears (bounded by the caller's timeout)."""
-    while marker not in "".join(seen):
-        chunk = await stream.read(4096)
-        if not chunk:
-            raise AssertionError(f"output ended before {marker!r}: {''.join(seen)}")
-        seen.append(chunk.decode())
-    return "".join(seen)
+from clients.cli import build_parser
+from tests.accountstest import accounts_settings, run_accounts_hub
+from tests.clients.clitest import (
+    PASSWORD,
+    Codes,
+    assert_one_line,
+    cli_env,
+    enrol,
+    ok,
+    run_cli,
+)
 
 
-async def test_enrol_then_use_the_session(tmp_path: Path) -> None:
+async def test_enrol_with_a_wrong_code_first_then_use_the_session(tmp_path: Path) -> None:
+    """A mistyped first code is asked for again in the same run; the session is then saved."""
     settings = accounts_settings(tmp_path)
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    env = cli_env(tmp_path)
     async with run_accounts_hub(settings) as hub:
-        server = f"http://127.0.0.1:{hub.port}"
         invitation = await hub.components.accounts.admin.create_superadmin("Ada", "ada@x.test")
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "clients.cli", "--server", server, "enrol", invitation.token,
-            "--qr", str(tmp_path / "totp.svg"),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=env,
+        qr = tmp_path / "totp.svg"
+        _, out = await enrol(
+            env, invitation.token, Codes(), "--server", hub.http,
+            wrong_first=True, options=("--qr", str(qr)),
         )  # fmt: skip
-        assert child.stdin is not None
-        assert child.stdout is not None
-        seen: list[str] = []
-        child.stdin.write(f"{PASSWORD}\n{PASSWORD}\n".encode())
-        out = await asyncio.wait_for(_read_until(child.stdout, "TOTP code:", seen), 30)
-        secret = re.search(r"secret=([A-Z2-7]+)", out)
-        assert secret is not None, out
-        child.stdin.write(f"{pyotp.TOTP(secret.group(1)).at(time.time())}\n".encode())
-        await child.stdin.drain()
-        out = await asyncio.wait_for(_read_until(child.stdout, "keep them offline", seen), 30)
-        rest, _ = await asyncio.wait_for(child.communicate(), 30)
-        out += rest.decode()
-        assert child.returncode == 0, out
-        assert "enrolled" in out
+        assert "enrolled and signed in as Ada (superadmin)" in out
         assert len(re.findall(r"^  \S{8,}$", out.split("keep them offline")[1], re.M)) == 10
-        assert (tmp_path / "totp.svg").read_text().startswith("<svg")
+        assert qr.read_text().startswith("<svg")
         session = tmp_path / "config" / "medhub" / "session.json"
         assert stat.S_IMODE(session.stat().st_mode) == 0o600
         assert PASSWORD not in session.read_text()
 
-        # The stored session works over the WebSocket (ticket, then hello).
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "clients.cli", "conversations",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-        )  # fmt: skip
-        listing, _ = await asyncio.wait_for(child.communicate(), 30)
-        assert child.returncode == 0, listing.decode()
+        # The saved session (and its server) work over the WebSocket: no --server needed.
+        assert "no conversations yet" in await ok(env, "conversations")
 
-        # A wrong code is refused with a stable code and exit status 1.
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "clients.cli", "--server", server, "enrol", "x" * 43,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=env,
-        )  # fmt: skip
-        refused, _ = await asyncio.wait_for(
-            child.communicate(f"{PASSWORD}\n{PASSWORD}\n".encode()), 30
+        # An unknown invitation code: one sentence saying what to do, exit status 1.
+        status, _, err = await run_cli(
+            env, "enrol", "x" * 43, stdin=f"{PASSWORD}\n{PASSWORD}\n".encode()
         )
-        assert child.returncode == 1, refused.decode()
-        assert "invitation_invalid" in refused.decode()
+        assert_one_line(
+            status, err, 1,
+            "invitation code is not valid", "invite you again",
+        )  # fmt: skip
+
+
+def test_every_command_and_option_has_help() -> None:
+    """``--help`` tells a user what each command and option is for (none left blank)."""
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, where: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    if not choice.help:
+                        missing.append(f"{where} {choice.dest}")
+                for name, sub in action.choices.items():
+                    walk(sub, f"{where} {name}")
+            elif action.help is None:
+                missing.append(f"{where} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "medhub-chat")
+    assert not missing, missing

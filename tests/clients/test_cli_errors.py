@@ -7,9 +7,7 @@ traceback, and exit non-zero; ``tail`` survives a hub restart.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
+import re
 import time
 from pathlib import Path
 
@@ -18,49 +16,16 @@ import httpx
 from clients.sdk import MedhubClient
 from server.accounts import totp
 from tests.accountstest import PASSWORD, Enrolled, accounts_settings, enrol
+from tests.clients.clitest import (
+    CLI,
+    TIME,
+    WAIT_S,
+    assert_one_line,
+    cli_env,
+    read_until,
+    run_cli,
+)
 from tests.hubtest import RunningHub, free_socket, run_hub
-
-CLI = str(Path(sys.executable).parent / "medhub-chat")
-WAIT_S = 30.0  # bound on anything a test waits for
-
-
-def cli_env(tmp_path: Path, server: str, token: str) -> dict[str, str]:
-    """An environment whose stored session is ``token`` on ``server``."""
-    config = tmp_path / "config"
-    (config / "medhub").mkdir(parents=True, exist_ok=True)
-    (config / "medhub" / "session.json").write_text(json.dumps({"server": server, "token": token}))
-    return {**os.environ, "XDG_CONFIG_HOME": str(config)}
-
-
-async def run_cli(env: dict[str, str], *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    """Run medhub-chat to its end (no controlling terminal); exit status, stdout, stderr."""
-    child = await asyncio.create_subprocess_exec(
-        CLI, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(child.communicate(stdin), WAIT_S)
-    assert child.returncode is not None
-    return child.returncode, out.decode(), err.decode()
-
-
-def assert_one_line(status: int, err: str, expected_status: int, *words: str) -> None:
-    assert "Traceback" not in err, err
-    assert status == expected_status, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("medhub-chat: "), err
-    for word in words:
-        assert word in lines[0], err
-
-
-async def read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]) -> str:
-    """Read the child's stream until ``marker`` appears (bounded by the caller's timeout)."""
-    while marker not in "".join(seen):
-        chunk = await stream.read(4096)
-        if not chunk:
-            raise AssertionError(f"output ended before {marker!r}: {''.join(seen)}")
-        seen.append(chunk.decode())
-    return "".join(seen)
 
 
 async def test_unreachable_hub_one_line_each(tmp_path: Path) -> None:
@@ -70,7 +35,7 @@ async def test_unreachable_hub_one_line_each(tmp_path: Path) -> None:
         fast = ("--connect-timeout", "0.5")
         for command in (["conversations"], ["send", "c-1", "hi"], ["tail", "c-1"]):
             status, out, err = await run_cli(env, *fast, *command)
-            assert_one_line(status, err, 3, "no connection to the hub", server, "--server")
+            assert_one_line(status, err, 3, "no connection to the server", server, "--server")
             assert out == ""
         # Sign-in against nothing: the same kind of line (after getpass's own warning).
         status, out, err = await run_cli(
@@ -78,7 +43,7 @@ async def test_unreachable_hub_one_line_each(tmp_path: Path) -> None:
         )
         assert "Traceback" not in err, err
         assert status == 3, err
-        assert err.strip().splitlines()[-1].startswith("medhub-chat: no connection to the hub")
+        assert err.strip().splitlines()[-1].startswith("medhub-chat: no connection to the server")
         # A malformed --server is a usage error.
         status, _, err = await run_cli(env, "--server", "127.0.0.1:8000", "conversations")
         assert status == 2
@@ -165,5 +130,7 @@ async def test_tail_survives_a_hub_restart(tmp_path: Path) -> None:
                 tail.terminate()
             await tail.wait()
     lines = "".join(out).splitlines()
-    assert [line.split("]")[0] for line in lines] == ["[1", "[2"], lines  # each once, in order
+    assert len(lines) == 2, lines  # each once, in order, readable: "[10:42] Ada Lovelace: hello"
+    assert re.fullmatch(TIME + " Ada Lovelace: hello", lines[0]), lines
+    assert re.fullmatch(TIME + " Ada Lovelace: after the restart", lines[1]), lines
     assert "Traceback" not in "".join(err)

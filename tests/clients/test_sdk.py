@@ -73,3 +73,56 @@ async def test_sign_in_chat_and_resume_after_kills(tmp_path: Path) -> None:
         finally:
             await alice.close()
             await bob.close()
+
+
+async def test_names_edits_and_every_page_of_conversations(tmp_path: Path) -> None:
+    """names() tells who people are (only those I may see); edit and delete my own
+    messages only; conversations() returns every page."""
+    settings = accounts_settings(tmp_path)
+    async with run_accounts_hub(settings) as hub:
+        admin = hub.components.accounts.admin
+        org_a, org_b = (
+            (await admin.create_org(None, "A")).id,
+            (await admin.create_org(None, "B")).id,
+        )
+        async with httpx.AsyncClient(base_url=hub.api) as http:
+            now = time.time()
+            accounts = hub.components.accounts
+            a = await enrol(
+                http, accounts, org_a, "practitioner", "a@x.test", now, name="Alice Martin"
+            )
+            b = await enrol(
+                http, accounts, org_a, "practitioner", "b@x.test", now, name="Bob Durand"
+            )
+            c = await enrol(http, accounts, org_b, "practitioner", "c@x.test", now, name="Carol")
+        alice, bob = MedhubClient(hub.http, token=a.token), MedhubClient(hub.http, token=b.token)
+        await alice.connect()
+        await bob.connect()
+        try:
+            people = await alice.names([b.user_id, c.user_id, a.user_id])
+            assert {uid: p.name for uid, p in people.items()} == {
+                a.user_id: "Alice Martin",
+                b.user_id: "Bob Durand",
+            }  # Carol is in another organisation: not told, not an error
+            assert people[b.user_id].role == "practitioner"
+
+            conv = await alice.create_conversation("direct", [b.user_id])
+            for title in ("one", "two"):
+                await alice.create_conversation("group", [b.user_id], title=title)
+            listed = await alice.conversations(page_size=2)
+            assert len({x["conv"] for x in listed}) == 3
+
+            assert await alice.send_message(conv, "helo") == 1
+            assert await alice.edit_message(conv, 1, "hello") == (2, 2)
+            with pytest.raises(HubError) as info:
+                await bob.edit_message(conv, 1, "not mine")
+            assert info.value.code == "forbidden"
+            (first, *_), _ = await bob.history(conv, limit=5)
+            assert (first.text, first.version) == ("hello", 2)
+            assert await alice.delete_message(conv, 1) == 3
+            (first, *_), _ = await bob.history(conv, limit=5)
+            assert first.text is None
+            assert await bob.mark_read(conv) == 3
+        finally:
+            await alice.close()
+            await bob.close()
