@@ -429,19 +429,33 @@ def _dump(cases: list[dict[str, Any]]) -> str:
 
 
 def build() -> dict[str, str]:
-    """The text of every vector file, by file name."""
-    return {"core.json": _dump(core_cases()), "invalid.json": _dump(invalid_cases())}
+    """The text of every vector file of this directory, by file name."""
+    from protocol.vectors.eeg_cases import message_cases
+
+    return {
+        "core.json": _dump(core_cases()),
+        "invalid.json": _dump(invalid_cases()),
+        "eeg.json": _dump(message_cases()),
+    }
+
+
+def build_frames() -> dict[str, str]:
+    """The binary stream frame vectors (subdirectories; see eeg_cases.py)."""
+    from protocol.vectors.eeg_cases import frame_cases
+
+    return {"eeg/frames.json": json.dumps(frame_cases(), indent=2, allow_nan=False) + "\n"}
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     stale = []
-    for name, text in build().items():
+    for name, text in {**build(), **build_frames()}.items():
         path = HERE / name
         if check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(name)
         else:
+            path.parent.mkdir(exist_ok=True)
             path.write_text(text, encoding="utf-8")
     if stale:
         print("stale vector files: " + ", ".join(stale), file=sys.stderr)
