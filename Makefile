@@ -20,13 +20,25 @@ $(VENV)/.stamp-run: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -c constraints.txt -e '.[dev,redis,postgresql,bench]'
+	$(PIP) install -c constraints.txt -e '.[dev,redis,postgresql,bench,calls]'
 	touch $(VENV)/.stamp-run $@
 
-## make run: set up, migrate, and serve on $(HOST):$(PORT) (SQLite under ./var, in-memory broker)
+## make run: set up, migrate, and serve on $(HOST):$(PORT) (SQLite under ./var, in-memory broker),
+## with the test-call echo peer beside the hub (when aiortc is installed: make test installs it)
+ECHO_CREDENTIALS ?= $(or $(MEDHUB_DATA_DIR),var)/echo-peer.json
 run: $(VENV)/.stamp-run
 	$(BIN)/medhub migrate
-	$(BIN)/medhub serve --host $(HOST) --port $(PORT)
+	@echo_id=$$($(BIN)/medhub calls echo-account --credentials $(ECHO_CREDENTIALS)) || exit 1; \
+	peer=""; \
+	if $(BIN)/python -c 'import aiortc' 2>/dev/null; then \
+	  $(BIN)/medhub-call --server http://$(HOST):$(PORT) --credentials $(ECHO_CREDENTIALS) echo & \
+	  peer=$$!; \
+	else \
+	  echo "make run: no test-call echo peer (aiortc missing: pip install -e '.[calls]')"; \
+	fi; \
+	trap '[ -n "$$peer" ] && kill $$peer 2>/dev/null; exit 130' INT TERM; \
+	trap '[ -n "$$peer" ] && kill $$peer 2>/dev/null' EXIT; \
+	MEDHUB_CALLS_ECHO_USERS=$$echo_id $(BIN)/medhub serve --host $(HOST) --port $(PORT)
 
 ## make test: set up, start the real services the suite needs, lint, type-check, run everything
 test: $(VENV)/.stamp-dev services lint typecheck pytest

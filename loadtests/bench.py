@@ -37,6 +37,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "chat_latency": ("loadtests.bench_chat_latency", "Chat latency: 20 members, open loop"),
     "chat": ("loadtests.bench_chat", "Chat fan-out: 10, 100 and 1,000 members"),
     "presence": ("loadtests.bench_presence", "Presence: refresh round and churn"),
+    "eeg": ("loadtests.bench_eeg", "EEG: recorder-to-viewer latency, hub CPU, plain fan-out"),
+    "calls": ("loadtests.bench_calls", "Calls: invite to connected, signalling relay"),
 }
 
 

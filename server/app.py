@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -27,19 +28,25 @@ from server.audit.trail import AuditTrail
 from server.auth import Authenticator
 from server.broker import create_broker
 from server.broker.base import Broker
+from server.calls.service import Calls
 from server.capability import Capabilities, Capability, Node
 from server.channels import ChannelService
 from server.chat.service import Chat
 from server.config import Settings, ensure_secrets
-from server.facts import AccountsFacts
+from server.eeg.service import Eeg
+from server.facts import AccountsFacts, no_exams
 from server.hub import Hub
+from server.logs import RequestLog
 from server.metrics import CONTENT_TYPE_LATEST, Metrics
 from server.presence.service import Presence
+from server.records.service import Records, build_records
+from server.records.web import rest_part as records_rest_part
 from server.router import Router
 from server.security.at_rest import settings_keyring
 from server.store.db import Database
 from server.store.migrate import upgrade_to_head_async
 from server.supervise import Supervisor
+from server.web import BrowserApp
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 CAPABILITIES: list[type[Capability]] = [
     Presence,
     Chat,
+    Calls,
+    Eeg,
 ]
 
 
@@ -66,6 +75,7 @@ class Components:
     supervisor: Supervisor
     channels: ChannelService
     capabilities: Capabilities
+    records: Records
 
 
 def tune_gc(thresholds: list[int]) -> None:
@@ -164,9 +174,14 @@ def build_components(
     hub.add_listener(caps)
     export_component_metrics(metrics, broker, audit, accounts)
     accounts.revocations.on_rights_changed(caps.rights_changed)
+    eeg = next((cap for cap in caps.items if isinstance(cap, Eeg)), None)
+    records = build_records(
+        settings, database, node.facts, audit, audit, node.keys,
+        exams=eeg.exam_people if eeg is not None else no_exams,
+    )  # fmt: skip
     return Components(
         settings, database, broker, audit, metrics, router, hub, accounts, supervisor, channels,
-        caps,
+        caps, records,
     )  # fmt: skip
 
 
@@ -237,12 +252,19 @@ def build_app(
     async def metrics(request: Request) -> Response:
         return Response(c.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    # one /api/v1 app, one OpenAPI document: accounts, the capabilities', records
+    shell = c.accounts.shell
+    api_v1 = c.accounts.app([*c.capabilities.rest(shell), records_rest_part(c.records, shell)])
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Mount("/api/v1", app=c.accounts.app()),
+        Mount("/api/v1", app=api_v1),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    if only != "accounts":  # the browser app (docs/web.md) needs /ws
+        routes.append(Mount("/", app=BrowserApp()))
+    app = Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(RequestLog, routes=routes)]
+    )
     app.state.components = c
     return HubASGI(app, "/ws", c.hub.endpoint if only != "accounts" else None)

@@ -14,7 +14,9 @@ What a capability declares (class attributes, read without building it):
 - ``policy_actions``: the :class:`server.policy.Action` values it decides with
   (documentation, and the policy table tests check every one has rows);
 - ``tables``: its SQLAlchemy tables (migrations must create them: tested);
-- :meth:`Capability.add_commands`: its ``medhub`` CLI sub-commands.
+- :meth:`Capability.add_commands`: its ``medhub`` CLI sub-commands;
+- :meth:`Capability.rest`: its REST endpoints under ``/api/v1`` (one app, one
+  OpenAPI document with the accounts API).
 
 What it receives (:class:`Node`, in :meth:`Capability.build`): the settings,
 the database, the broker, the node channel service, the shared accounts facts,
@@ -42,6 +44,7 @@ from prometheus_client import CollectorRegistry
 
 from protocol.messages import ClientMessage
 from protocol.streams import StreamKind
+from server.accounts.web import RestPart, Shell
 from server.audit.events import AuditRecorder
 from server.broker.base import Broker
 from server.channels import ChannelService
@@ -116,6 +119,10 @@ class Capability:
         """Checks for ``/readyz`` (``{"<name>.<check>": ok}``); none by default."""
         return {}
 
+    def rest(self, shell: Shell) -> RestPart | None:
+        """What it adds to ``/api/v1`` (endpoints authenticated by ``shell``); none by default."""
+        return None
+
 
 class CapabilityError(Exception):
     """A capability's declaration does not match what it registered."""
@@ -188,6 +195,10 @@ class Capabilities:
         for cap in self.items:
             out.update(cap.health())
         return out
+
+    def rest(self, shell: Shell) -> list[RestPart]:
+        """Every capability's ``/api/v1`` part, in list order."""
+        return [part for cap in self.items if (part := cap.rest(shell)) is not None]
 
     def add_commands(self, subparsers: Any) -> None:
         """Each capability's CLI sub-commands."""

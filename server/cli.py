@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     from server.accounts.cli import add_commands as add_accounts_commands
 
     add_accounts_commands(sub)
+    from server.accounts.demo import add_commands as add_demo_commands
+
+    add_demo_commands(sub)
+    from server.records.cli import add_commands as add_records_commands
+
+    add_records_commands(sub)  # records, retention, backup, restore, keys
+    from server.app import CAPABILITIES
+    from server.capability import add_capability_commands
+
+    add_capability_commands(CAPABILITIES, sub)  # each capability's own commands
     return parser
 
 

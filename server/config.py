@@ -130,9 +130,43 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     lockout_max_failures_per_hour: int = 100
     lockout_ip_max_failures_per_hour: int = 300
     lockout_ip_max_delay_s: int = 60
+    lockout_notice_ttl_s: float = 7776000.0
     totp_key_id: str = "t1"
     at_rest_key_id: str = "r1"
     at_rest_index_key_id: str = "r1"
+
+    # -- calls (server/calls) ------------------------------------------------------
+    calls_stun_urls: list[str] = []
+    calls_turn_urls: list[str] = []
+    calls_turn_ttl_s: float = 3600.0
+    calls_ring_timeout_s: float = 60.0
+    calls_grace_s: float = 30.0
+    calls_max_duration_s: float = 14400.0
+    calls_quality_max_reports: int = 120
+    calls_relay_buffer_frames: int = 64
+    calls_echo_users: list[str] = []
+
+    # -- EEG (server/eeg) --------------------------------------------------------
+    eeg_ring_seconds: float = 600.0
+    eeg_ring_max_bytes: int = 268435456
+    eeg_persist_interval_s: float = 0.5
+    eeg_max_gap_s: float = 3600.0
+    eeg_fill_timeout_s: float = 2.0
+
+    # -- medical records (server/records) ------------------------------------------
+    records_max_upload_bytes: int = 268435456
+    records_chunk_bytes: int = 65536
+    records_list_max: int = 500
+    records_store: str = "db"
+    records_s3_endpoint_url: str = ""
+    records_s3_bucket: str = ""
+    records_s3_region: str = "us-east-1"
+    records_s3_prefix: str = "medhub/"
+    records_s3_cold_storage_class: str = "STANDARD_IA"
+    records_s3_part_bytes: int = 8388608
+    records_archive_after_days: int = 730
+    records_erasure_keep_days: int = 3650
+    records_pending_upload_ttl_s: float = 86400.0
 
     # -- secrets (redacted in every output) ------------------------------------
     secret_at_rest_key: str = ""
@@ -253,14 +287,66 @@ FIELD_DOCS: dict[str, str] = {
     "attempts are spaced out (one per 1 s, doubling per further failure); never a lock",
     "lockout_ip_max_delay_s": "longest spacing (seconds) between two attempts from an address "
     "past lockout_ip_max_failures_per_hour",
+    "lockout_notice_ttl_s": "seconds the record of failed sign-ins and locks on an account "
+    "waits for its owner's next successful login (shown there as a notice, then forgotten)",
     "totp_key_id": "key id of secret_totp_key (stored beside each encrypted TOTP secret)",
     "at_rest_key_id": "key id of secret_at_rest_key (stored beside each encrypted value)",
     "at_rest_index_key_id": "id of the at-rest key (current or retired) the email blind index "
     "is derived from; keep it when rotating (changing it changes every index)",
+    "eeg_ring_seconds": "seconds of each live EEG stream a node keeps in memory (per stream "
+    "watched or recorded there): a late viewer's backfill comes from it; older samples are "
+    "read from the store",
+    "eeg_ring_max_bytes": "bytes of samples one stream's ring may hold; a wider stream keeps "
+    "fewer than eeg_ring_seconds (256 channels x 2048 Hz int32: about 128 s)",
+    "eeg_persist_interval_s": "seconds between two writes of a stream's accepted samples "
+    "(acknowledged once committed): a crash of the hub loses at most about this much more "
+    "than what the recorder resends",
+    "eeg_max_gap_s": "seconds a stream's sample index may jump forward in one frame (the "
+    "skipped samples become an explicit gap); a larger jump is refused bad_request",
+    "eeg_fill_timeout_s": "seconds a node waits for the node recording a stream to send its "
+    "buffered samples (a viewer's first watch there); then it reads them from the store",
+    "records_max_upload_bytes": "bytes one document upload may hold; a larger Content-Length "
+    "is refused before reading, a longer body as soon as the count passes it (413)",
+    "records_chunk_bytes": "bytes of a document per encrypted chunk (4096..4194304): what is "
+    "held in memory per upload or download, and one AES-GCM tag per chunk",
+    "records_list_max": "documents and reports one listing answers at most (newest first)",
+    "records_store": "where document contents live: db (chunk rows in the database, the "
+    "default: shared by every node, in every backup) | s3 (an S3-compatible bucket)",
+    "records_s3_endpoint_url": "S3 endpoint URL (empty: AWS); credentials come from boto3's "
+    "usual chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, instance role)",
+    "records_s3_bucket": "S3 bucket of document contents (required when records_store = s3)",
+    "records_s3_region": "S3 region name",
+    "records_s3_prefix": "prefix of every object key medhub writes in the bucket",
+    "records_s3_cold_storage_class": "S3 storage class of archived contents (the cold area)",
+    "records_s3_part_bytes": "bytes per S3 multipart upload part (>= 5 MiB): what an S3 "
+    "upload holds in memory",
+    "records_archive_after_days": "days after its last change a document's contents move to "
+    "the cold (still encrypted) area at the next medhub retention run",
+    "records_erasure_keep_days": "days the records of an erased (pseudonymised) account are "
+    "kept for legal obligations; then medhub retention run deletes them",
+    "records_pending_upload_ttl_s": "seconds an unfinished upload's chunks are kept; then "
+    "medhub retention run deletes them",
     "secret_at_rest_key": "base64 32-byte AES-GCM master key (secret)",
     "secret_totp_key": "base64 32-byte key encrypting TOTP secrets (secret)",
-    "secret_turn": "shared secret with the TURN server (secret; reserved: read by the "
-    "calls capability, a later issue)",
+    "calls_stun_urls": "STUN server URLs handed to call parties (list, e.g. "
+    "stun:stun.example.org:3478)",
+    "calls_turn_urls": "TURN server URLs handed to call parties with per-user credentials "
+    "(list, e.g. turn:turn.example.org:3478?transport=udp); empty: no TURN",
+    "calls_turn_ttl_s": "seconds a minted TURN credential stays valid (coturn use-auth-secret)",
+    "calls_ring_timeout_s": "seconds an invite rings at most (its lifetime: the default, and "
+    "the cap of what call.invite asks); then the call ends with reason timeout",
+    "calls_grace_s": "seconds a call party whose socket dropped has to call.resume; then "
+    "the call ends with reason timeout",
+    "calls_max_duration_s": "seconds a call lasts at most (its shared state expires); then "
+    "it ends with reason timeout",
+    "calls_quality_max_reports": "quality reports kept per party and call (the newest); "
+    "older ones are dropped",
+    "calls_relay_buffer_frames": "signalling frames held per call while the other party is "
+    "not reachable yet (ringing, reconnecting); past it a frame is refused unavailable",
+    "calls_echo_users": "user ids of the test-call echo service accounts (list); "
+    "call.invite with echo rings one of them",
+    "secret_turn": "shared secret with the TURN server (secret; coturn static-auth-secret): "
+    "TURN passwords are base64(HMAC-SHA1(secret, '<expiry>:<user>'))",
     "secret_audit_key": "base64 32-byte HMAC key of the audit chain (secret)",
     "secret_audit_retired_keys": "old audit keys, verify only (list of <key_id>:<base64>; secret)",
     "secret_at_rest_retired_keys": "old at-rest keys, decrypt only "
@@ -318,6 +404,9 @@ def load_settings(
 def _check_ranges(s: Settings) -> None:
     positive = [name for name in FIELD_DOCS if name.startswith(("ws_", "audit_", "shutdown_"))]
     positive += ["max_connections_per_address", "http_head_timeout_s"]
+    positive += [name for name in FIELD_DOCS if name.startswith("eeg_")]
+    positive += [name for name in FIELD_DOCS if name.startswith("calls_")]
+    positive += [name for name in FIELD_DOCS if name.startswith("records_")]
     for name in positive:
         value = getattr(s, name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
@@ -336,7 +425,20 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError(
             f"audit_retention_days must be at least {MIN_RETENTION_DAYS} (one year, HDS)"
         )
+    _check_records(s)
     _check_retired_keys(s)
+
+
+def _check_records(s: Settings) -> None:
+    """The records section: a known store, a bucket for S3, chunk and part sizes in range."""
+    if s.records_store not in ("db", "s3"):
+        raise ConfigError(f"records_store must be db or s3 (got {s.records_store!r})")
+    if s.records_store == "s3" and not s.records_s3_bucket:
+        raise ConfigError("records_s3_bucket is required when records_store = s3")
+    if not 4096 <= s.records_chunk_bytes <= 4194304:
+        raise ConfigError("records_chunk_bytes must be in 4096..4194304")
+    if s.records_s3_part_bytes < 5 * 1024 * 1024:
+        raise ConfigError("records_s3_part_bytes must be at least 5 MiB (S3's smallest part)")
 
 
 def _check_retired_keys(s: Settings) -> None:

@@ -12,15 +12,26 @@ Raises SQLAlchemy errors from the driver only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import sqlalchemy as sa
 
 from server.accounts.tables import care_relationships, delegations, users
-from server.policy import Delegation, RelationKind, Relationship, Role, Subject
+from server.policy import Delegation, Exam, RelationKind, Relationship, Role, Subject
 from server.store.db import Database
+
+#: The people of an EEG exam by its id (None: no such exam), for decisions about
+#: what is attached to it (records). The EEG capability provides it; a node
+#: without EEG passes :func:`no_exams`.
+ExamPeople = Callable[[str], Awaitable[Exam | None]]
+
+
+async def no_exams(exam_id: str) -> Exam | None:
+    """The :data:`ExamPeople` of a node without EEG: no exam is known."""
+    return None
+
 
 #: Colleagues listed as "my contacts", at most (by id; past it, the rest are
 #: not offered as contacts but can still be named in presence requests).

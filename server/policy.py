@@ -29,6 +29,47 @@ Rules, in order:
    rule 4 on its patient, for members only. Superadmins are not part of
    presence or chat: they neither see nor are seen, read nor write there.
 
+6. Display names (:func:`name_visible`): everyone sees their own; staff of an
+   organisation see each other's; a practitioner, technician or interpreter
+   sees the patients they have a live care relationship with, a secretary
+   the patients of the practitioners delegating to them; a patient sees the
+   names of those who may see theirs (their care team and its secretaries);
+   an organisation's admins see everyone of their organisation. Nothing
+   crosses organisations, except for superadmins (rule 1: flagged
+   ``cross_org`` for the audit trail).
+
+7. Calls (:func:`call_access`, :func:`echo_call`): a call belongs to a
+   conversation and only its members take part (invite, are invited, answer,
+   receive its signals), under rule 5 with ``call.start``: a consultation call
+   follows rule 4 on its patient (secretaries do not take part: their
+   ``consultations`` scope does not include calls), a staff conversation is
+   for its staff members. A test call reaches a registered echo service
+   account, whatever the organisation (it sees no record and keeps nothing);
+   superadmins make none.
+
+8. EEG exams (:func:`eeg_access`, :func:`eeg_exam_manage`, :func:`eeg_exam_read`):
+   an exam's data is for its own people only, whatever the care relationships:
+   its technician streams, watches and annotates; its assigned interpreters
+   watch and annotate; its ordering practitioner watches. Each must still have
+   the role they were assigned for (technician; interpreter or practitioner;
+   practitioner). An organisation's admins create and assign exams and see
+   their assignments, never their data; a practitioner creates exams they
+   order for patients they care for. Superadmins neither see nor stream EEG.
+
+9. Medical records (:func:`record_access`, :func:`report_sign`,
+   :func:`record_export`): documents and reports follow rule 4 on their
+   patient (a patient reads their own, never drafts; a practitioner reads and
+   writes for the patients they care for; a secretary sees the record's index,
+   ``record.meta``, with any delegation of a practitioner caring for the
+   patient, and reads contents only with the ``records`` scope; an admin has no
+   clinical access). A record attached to an EEG exam is also open to the
+   exam's people: its interpreters read it and write its documents and EEG
+   reports, its technician sees its index and reads and writes its documents,
+   its ordering practitioner reads it; a technician or interpreter not
+   assigned is refused (``not_assigned``). A draft is seen only by those who
+   may write it; only its author signs it. Only a patient exports their own
+   records. Superadmins see no medical content.
+
 Later capabilities only supply facts: their actions are already named here.
 """
 
@@ -65,10 +106,16 @@ class Action(StrEnum):
     USER_INVITE = "user.invite"
     USER_DISABLE = "user.disable"
     USER_UNLOCK = "user.unlock"
+    USER_REINVITE = "user.reinvite"
+    USER_RESET_MFA = "user.reset_mfa"
+    USER_ENABLE = "user.enable"
+    USER_FORCE_PASSWORD_RESET = "user.force_password_reset"  # noqa: S105 (an action name)
     ROLE_GRANT = "role.grant"
     DELEGATION_GRANT = "delegation.grant"
     DELEGATION_REVOKE = "delegation.revoke"
     CARE_ASSIGN = "care.assign"
+    CARE_LIST = "care.list"
+    DELEGATION_LIST = "delegation.list"
     AUDIT_READ = "audit.read"
     CONTACT_READ = "contact.read"
     CONSULTATION_MANAGE = "consultation.manage"
@@ -81,6 +128,8 @@ class Action(StrEnum):
     EEG_ANNOTATE = "eeg.annotate"
     RECORD_READ = "record.read"
     RECORD_WRITE = "record.write"
+    RECORD_META = "record.meta"
+    USER_DELETE = "user.delete"
 
 
 ADMIN_ACTIONS = frozenset(
@@ -92,10 +141,17 @@ ADMIN_ACTIONS = frozenset(
         Action.USER_INVITE,
         Action.USER_DISABLE,
         Action.USER_UNLOCK,
+        Action.USER_REINVITE,
+        Action.USER_RESET_MFA,
+        Action.USER_ENABLE,
+        Action.USER_FORCE_PASSWORD_RESET,
+        Action.USER_DELETE,
         Action.ROLE_GRANT,
         Action.DELEGATION_GRANT,
         Action.DELEGATION_REVOKE,
+        Action.DELEGATION_LIST,
         Action.CARE_ASSIGN,
+        Action.CARE_LIST,
         Action.AUDIT_READ,
     }
 )
@@ -121,10 +177,16 @@ class Scope(StrEnum):
 
 SCOPE_ACTIONS: dict[str, frozenset[Action]] = {
     Scope.CONSULTATIONS: frozenset(
-        {Action.CONSULTATION_MANAGE, Action.PRESENCE_SEE, Action.CHAT_READ, Action.CHAT_WRITE}
+        {
+            Action.CONSULTATION_MANAGE,
+            Action.PRESENCE_SEE,
+            Action.CHAT_READ,
+            Action.CHAT_WRITE,
+            Action.RECORD_META,
+        }
     ),
     Scope.CONTACT: frozenset({Action.CONTACT_READ}),
-    Scope.RECORDS: frozenset({Action.RECORD_READ}),
+    Scope.RECORDS: frozenset({Action.RECORD_READ, Action.RECORD_META}),
 }
 
 _PATIENT_SELF = frozenset(
@@ -135,6 +197,7 @@ _PATIENT_SELF = frozenset(
         Action.CALL_START,
         Action.CONTACT_READ,
         Action.RECORD_READ,
+        Action.RECORD_META,
     }
 )
 _PRACTITIONER = CLINICAL_ACTIONS - {Action.EEG_STREAM}
@@ -399,3 +462,255 @@ def staff_conversation(creator: Subject, members: Iterable[Subject]) -> Decision
         if member.role not in CHAT_STAFF_ROLES:
             return deny("staff_only")
     return allow("colleagues")
+
+
+# -- display names (rule 6) -------------------------------------------------------------------
+def name_visible(viewer: Subject, target: Subject, facts: Facts) -> Decision:
+    """May ``viewer`` see ``target``'s display name (and role)?
+
+    ``viewer`` carries its delegations (a secretary's), ``target`` its own (a
+    secretary seen by a patient); ``facts`` the live care relationships of
+    both. A superadmin's answer is flagged ``cross_org`` when it crosses.
+    """
+    if target.user_id == viewer.user_id:
+        return allow("self")
+    if viewer.role == Role.SUPERADMIN:
+        return Decision(True, "superadmin", cross_org=target.org_id != viewer.org_id)
+    if target.org_id != viewer.org_id:
+        return deny("other_org")
+    if viewer.role == Role.ADMIN:
+        return allow("org_admin")
+    if viewer.role == Role.PATIENT:
+        if target.role == Role.PATIENT:
+            return deny("not_own_data")
+        if _knows_patient(target, viewer.user_id, facts) is not None:
+            return allow("care_team")
+        return deny("not_care_team")
+    if target.role == Role.PATIENT:
+        reason = _knows_patient(viewer, target.user_id, facts)
+        return allow(reason) if reason is not None else deny("no_care_relationship")
+    return allow("colleague")
+
+
+def _knows_patient(staff: Subject, patient: str, facts: Facts) -> str | None:
+    """Why ``staff`` knows ``patient`` (a live relationship, or a delegation), or None."""
+    org = staff.org_id
+    if staff.role in (Role.PRACTITIONER, Role.TECHNICIAN, Role.INTERPRETER):
+        if any(
+            r.actor_id == staff.user_id and r.patient_id == patient and r.org_id in (None, org)
+            for r in facts.relationships
+        ):
+            return "care_relationship"
+        return None
+    if staff.role == Role.SECRETARY:
+        for d in staff.delegations:
+            if d.delegate_id == staff.user_id and _cares(facts, d.practitioner_id, patient, org):
+                return "delegation"
+    return None
+
+
+# -- calls (rule 7) ---------------------------------------------------------------------------
+def call_access(
+    subject: Subject,
+    conversation: Target,
+    *,
+    consultation: bool,
+    is_member: bool,
+    facts: Facts,
+) -> Decision:
+    """May ``subject`` take part in a call of ``conversation`` (invite, be invited,
+    answer, resume, receive its signals)?
+
+    ``conversation`` as for :func:`conversation_access`; the rules are rule 5's
+    with ``call.start``: members only, a consultation also needs rule 4 on its
+    patient (a patient calls from their own consultation; a practitioner with a
+    care relationship; a secretary's delegation does not cover calls).
+    """
+    return conversation_access(
+        subject,
+        Action.CALL_START,
+        conversation,
+        consultation=consultation,
+        is_member=is_member,
+        facts=facts,
+    )
+
+
+def echo_call(subject: Subject, *, echo_service: bool) -> Decision:
+    """May ``subject`` place a test call to an account (``echo_service``: the account
+    is a registered echo service)? Any signed-in user but a superadmin, to an echo
+    service only; organisations do not matter (the echo sees no data of theirs)."""
+    if not echo_service:
+        return deny("not_echo_service")
+    if subject.role == Role.SUPERADMIN:
+        return deny("superadmin_hidden")
+    return allow("echo_test")
+
+
+# -- EEG exams (rule 8) -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Exam:
+    """The people of an EEG exam: what every EEG decision is made on."""
+
+    id: str
+    org_id: str
+    patient_id: str
+    ordering_id: str
+    technician_id: str
+    interpreters: frozenset[str] = frozenset()
+
+    def members(self) -> frozenset[str]:
+        """Everyone assigned to the exam (the patient is not a member)."""
+        return frozenset({self.ordering_id, self.technician_id, *self.interpreters})
+
+
+#: Roles an assigned interpreter may have (an interpreting physician may be a practitioner).
+EEG_INTERPRETER_ROLES = frozenset({Role.INTERPRETER, Role.PRACTITIONER})
+EEG_ACTIONS = frozenset({Action.EEG_STREAM, Action.EEG_VIEW, Action.EEG_ANNOTATE})
+
+
+def eeg_access(subject: Subject, action: Action, exam: Exam) -> Decision:
+    """May ``subject`` stream (``eeg.stream``), watch (``eeg.view``) or annotate
+    (``eeg.annotate``) the recordings of ``exam``? (Rule 8.)"""
+    if action not in EEG_ACTIONS:
+        return deny("not_an_eeg_action")
+    if subject.role == Role.SUPERADMIN:
+        return deny("superadmin_hidden")
+    if exam.org_id != subject.org_id:
+        return deny("other_org")
+    me, role = subject.user_id, subject.role
+    if me == exam.technician_id and role == Role.TECHNICIAN:
+        return allow("exam_technician")
+    if me in exam.interpreters and role in EEG_INTERPRETER_ROLES:
+        if action == Action.EEG_STREAM:
+            return deny("not_exam_technician")
+        return allow("exam_interpreter")
+    if me == exam.ordering_id and role == Role.PRACTITIONER:
+        if action == Action.EEG_VIEW:
+            return allow("ordering_practitioner")
+        return deny("not_allowed_for_role")
+    if me in exam.members():
+        return deny("role_changed")
+    return deny("not_assigned")
+
+
+def eeg_exam_manage(subject: Subject, exam: Exam, facts: Facts) -> Decision:
+    """May ``subject`` create ``exam`` or change its assignments? (Rule 8.)
+
+    ``facts``: the live care relationships of the exam's patient.
+    """
+    if subject.role == Role.SUPERADMIN:
+        return deny("superadmin_hidden")
+    if exam.org_id != subject.org_id:
+        return deny("other_org")
+    if subject.role == Role.ADMIN:
+        return allow("org_admin")
+    if subject.role == Role.PRACTITIONER and subject.user_id == exam.ordering_id:
+        if _cares(facts, subject.user_id, exam.patient_id, exam.org_id):
+            return allow("ordering_practitioner")
+        return deny("no_care_relationship")
+    return deny("not_allowed_for_role")
+
+
+def eeg_exam_read(subject: Subject, exam: Exam) -> Decision:
+    """May ``subject`` see ``exam`` (its assignments and recordings' list)? (Rule 8.)"""
+    if subject.role == Role.SUPERADMIN:
+        return deny("superadmin_hidden")
+    if exam.org_id != subject.org_id:
+        return deny("other_org")
+    if subject.role == Role.ADMIN:
+        return allow("org_admin")
+    if subject.user_id in exam.members():
+        return allow("exam_member")
+    return deny("not_assigned")
+
+
+# -- medical records (rule 9) -----------------------------------------------------------------
+class RecordKind(StrEnum):
+    """What a medical record is."""
+
+    DOCUMENT = "document"  #: a file (PDF, image, EDF) with its metadata
+    CONSULTATION_NOTE = "consultation_note"  #: a structured consultation note
+    EEG_REPORT = "eeg_report"  #: an EEG interpretation report
+
+
+RECORD_ACTIONS = frozenset({Action.RECORD_META, Action.RECORD_READ, Action.RECORD_WRITE})
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A medical record as the policy sees it: its patient, what it is attached to,
+    whether it is a draft and who wrote that draft."""
+
+    org_id: str
+    patient_id: str
+    kind: str = RecordKind.DOCUMENT
+    consultation_id: str | None = None
+    exam: Exam | None = None
+    draft: bool = False
+    author_id: str | None = None
+
+
+def record_access(subject: Subject, action: Action, record: Record, facts: Facts) -> Decision:
+    """May ``subject`` see the index entry (``record.meta``), read (``record.read``) or
+    write (``record.write``) ``record``? (Rule 9.)
+
+    ``facts``: the live care relationships of the record's patient. A draft
+    needs ``record.write`` whatever the action.
+    """
+    if action not in RECORD_ACTIONS:
+        return deny("not_a_record_action")
+    if subject.role == Role.SUPERADMIN:
+        return deny("superadmin_hidden")
+    if record.org_id != subject.org_id:
+        return deny("other_org")
+    if record.draft:
+        action = Action.RECORD_WRITE
+    if record.exam is not None:
+        by_exam = _exam_record(subject, action, record, record.exam)
+        if by_exam or subject.role in (Role.TECHNICIAN, Role.INTERPRETER):
+            return by_exam
+    elif subject.role in (Role.TECHNICIAN, Role.INTERPRETER):
+        return deny("not_assigned")
+    target = Target(
+        "record", record.org_id, patient_id=record.patient_id, ref_id=record.consultation_id
+    )
+    return decide(subject, action, target, facts)
+
+
+def _exam_record(subject: Subject, action: Action, record: Record, exam: Exam) -> Decision:
+    """Rule 9 for the people of the EEG exam ``record`` is attached to."""
+    me, role = subject.user_id, subject.role
+    document = record.kind == RecordKind.DOCUMENT
+    if me in exam.interpreters and role in EEG_INTERPRETER_ROLES:
+        if action != Action.RECORD_WRITE or document or record.kind == RecordKind.EEG_REPORT:
+            return allow("exam_interpreter")
+        return deny("not_allowed_for_role")
+    if me == exam.technician_id and role == Role.TECHNICIAN:
+        if action == Action.RECORD_META or document:
+            return allow("exam_technician")
+        return deny("not_allowed_for_role")
+    if me == exam.ordering_id and role == Role.PRACTITIONER and action != Action.RECORD_WRITE:
+        return allow("ordering_practitioner")
+    return deny("not_assigned")
+
+
+def report_sign(subject: Subject, record: Record, facts: Facts) -> Decision:
+    """May ``subject`` sign the draft ``record`` (a report)? Its author only, while they
+    may still write it. (Rule 9.)"""
+    decision = record_access(subject, Action.RECORD_WRITE, record, facts)
+    if not decision:
+        return decision
+    if record.author_id != subject.user_id:
+        return deny("not_author")
+    return allow("author")
+
+
+def record_export(subject: Subject, patient_id: str, org_id: str) -> Decision:
+    """May ``subject`` export everything about ``patient_id`` (the right of access)?
+    The patient themself only. (Rule 9.)"""
+    if org_id != subject.org_id:
+        return deny("other_org")
+    if subject.role == Role.PATIENT and subject.user_id == patient_id:
+        return allow("self")
+    return deny("not_own_data")

@@ -125,6 +125,7 @@ class HubServer(uvicorn.Server):
 
 def _exit_now() -> None:
     """End the process at once (the normal shutdown did not finish in FORCE_GRACE_S)."""
+    log.info("stopped", extra={"exit_code": EXIT_FORCED})
     sys.stderr.flush()
     sys.stdout.flush()
     os._exit(EXIT_FORCED)
@@ -227,4 +228,6 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
-    return EXIT_FORCED if server.forced else 0
+    code = EXIT_FORCED if server.forced else 0
+    log.info("stopped", extra={"exit_code": code})
+    return code

@@ -93,7 +93,7 @@ def test_the_connection_layer_does_not_reach_back_into_the_hub() -> None:
 
 def test_capabilities_are_named_only_by_the_composition_root() -> None:
     known = modules("server")
-    capability_modules = {"server.chat", "server.presence"}
+    capability_modules = {"server.chat", "server.presence", "server.calls", "server.eeg"}
     for name, path in known.items():
         if name == "server.app" or any(name.startswith(c) for c in capability_modules):
             continue

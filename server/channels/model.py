@@ -60,7 +60,10 @@ class ChannelClass:
     ``recovery`` is required for RELIABLE channels (where missed events are
     read). ``observer`` (optional) sees every unsequenced frame of the class
     that arrives from the broker, before delivery. ``gap_marker`` is required
-    for LOSSY channels.
+    for LOSSY channels. ``local`` channels are node-local: attaching subscribes
+    to no broker topic, and frames reach them only through
+    :meth:`~server.channels.service.ChannelService.deliver` (views a
+    capability derives on each node from a stream it receives once).
     """
 
     prefix: str
@@ -68,6 +71,7 @@ class ChannelClass:
     recovery: Recovery | None = None
     observer: Callable[[str, bytes], None] | None = None
     gap_marker: GapMarker | None = None
+    local: bool = False
 
 
 def send_events(peer: Peer, entries: Sequence[tuple[int, bytes]]) -> bool:

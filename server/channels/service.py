@@ -13,6 +13,10 @@ node serves every stream of events, whatever the capability:
   others; never pickle). A node converts a frame to JSON at most once, and
   frames a delivered batch for the wire once per codec
   (:class:`~server.sendqueue.WireBatch`): every socket gets the same buffer.
+  A binary stream frame (EEG views) goes as it is to sockets of both codecs.
+* **Node-local channels** (``ChannelClass.local``): no broker topic; the
+  capability delivers their frames itself (EEG views, derived on each node
+  from the one stream the node receives).
 * **A delivery class per channel** (:class:`ChannelClass`), defined by the
   capability that owns the prefix:
 
@@ -48,6 +52,7 @@ from typing import Any
 import msgpack
 from prometheus_client import CollectorRegistry, Counter
 
+from protocol.streams import is_stream_frame
 from server.broker.base import Broker, BrokerError
 from server.channels.model import Attachment, Channel, ChannelClass, to_json
 from server.channels.reliable import FILL_ATTEMPTS, ReliableEngine
@@ -261,9 +266,13 @@ class ChannelService:
             self._channels[name] = ch
             chans.append(ch)
         try:
-            subs = await self.broker.subscribe_many(names, self._on_message)
-            for ch, sub in zip(chans, subs, strict=True):
-                ch.subscription = sub
+            remote = [ch for ch in chans if not ch.cls.local]
+            if remote:
+                subs = await self.broker.subscribe_many(
+                    [ch.name for ch in remote], self._on_message
+                )
+                for ch, sub in zip(remote, subs, strict=True):
+                    ch.subscription = sub
             await self.reliable.prepare([ch for ch in chans if ch.cls.recovery is not None])
         except BaseException:
             for ch in chans:
@@ -366,14 +375,20 @@ class ChannelService:
         self.deliver(ch, frame)
 
     def deliver(self, ch: Channel, frame: bytes) -> None:
-        """Send an unsequenced msgpack frame to the channel's followers here, by its class."""
+        """Send an unsequenced frame to the channel's followers here, by its class.
+
+        ``frame`` is a msgpack event (converted to JSON once for the JSON
+        sockets), or a binary stream frame (``protocol/streams.py``), sent as it
+        is on both subprotocols.
+        """
         delivery = ch.cls.delivery
         json_frame: str | None = None
         dead: list[Peer] = []
+        as_is = is_stream_frame(frame)
         for peer, att in ch.attached.items():
             if att.buffer is not None:
                 continue  # still replaying history: unsequenced events are not replayed
-            if peer.codec.binary:
+            if as_is or peer.codec.binary:
                 out: bytes | str = frame
             else:
                 if json_frame is None:

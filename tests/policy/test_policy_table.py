@@ -15,14 +15,25 @@ from server.policy import (
     Action,
     Decision,
     Delegation,
+    Exam,
     Facts,
+    Record,
     Relationship,
     Role,
     Subject,
     Target,
+    call_access,
     conversation_access,
     decide,
+    echo_call,
+    eeg_access,
+    eeg_exam_manage,
+    eeg_exam_read,
+    name_visible,
     presence_visible,
+    record_access,
+    record_export,
+    report_sign,
     staff_conversation,
 )
 
@@ -329,11 +340,97 @@ ROWS: list[tuple[str, Action, Target, str, str, bool, str]] = [
         "care_relationship",
     ),
     ("secretary", Action.PRESENCE_SEE, clinical(A), "doc_follows", "consult", True, "delegation"),
+    # -- recovery actions and listings: the organisation's admins
+    ("admin", Action.USER_REINVITE, account(A), "none", "none", True, "org_admin"),
+    (
+        "admin",
+        Action.USER_RESET_MFA,
+        account(A, "u-d", "practitioner"),
+        "none",
+        "none",
+        True,
+        "org_admin",
+    ),
+    ("admin", Action.USER_ENABLE, account(A), "none", "none", True, "org_admin"),
+    ("admin", Action.USER_FORCE_PASSWORD_RESET, account(A), "none", "none", True, "org_admin"),
+    (
+        "admin",
+        Action.USER_RESET_MFA,
+        account(A, "u-r", "superadmin"),
+        "none",
+        "none",
+        False,
+        "superadmin_only",
+    ),
+    ("admin", Action.USER_REINVITE, account(B), "none", "none", False, "other_org"),
+    ("admin", Action.CARE_LIST, Target("org", A, id=A), "none", "none", True, "org_admin"),
+    ("admin", Action.DELEGATION_LIST, Target("org", A, id=A), "none", "none", True, "org_admin"),
+    ("admin", Action.CARE_LIST, Target("org", B, id=B), "none", "none", False, "other_org"),
+    (
+        "practitioner",
+        Action.USER_RESET_MFA,
+        account(A, ME, "practitioner"),
+        "none",
+        "none",
+        False,
+        "admin_only",
+    ),
+    ("secretary", Action.USER_ENABLE, account(A), "none", "none", False, "admin_only"),
+    (
+        "patient",
+        Action.USER_FORCE_PASSWORD_RESET,
+        account(A, ME),
+        "none",
+        "none",
+        False,
+        "admin_only",
+    ),
+    (
+        "practitioner",
+        Action.CARE_LIST,
+        Target("org", A, id=A),
+        "follows",
+        "none",
+        False,
+        "admin_only",
+    ),
+    (
+        "practitioner",
+        Action.DELEGATION_LIST,
+        Target("org", A, id=A),
+        "none",
+        "none",
+        False,
+        "admin_only",
+    ),
+    (
+        "superadmin",
+        Action.USER_REINVITE,
+        account(B, "u-r", "superadmin"),
+        "none",
+        "none",
+        True,
+        "superadmin",
+    ),
     # -- superadmin: everywhere (crossings are flagged for the audit trail)
     ("superadmin", Action.USER_LIST, Target("org", B), "none", "none", True, "superadmin"),
     ("superadmin", Action.ORG_CREATE, Target("org", A), "none", "none", True, "superadmin"),
     ("superadmin", Action.RECORD_READ, clinical(B), "none", "none", True, "superadmin"),
-]
+    # -- the record index (rule 9 uses these through record_access) and account erasure
+    ("patient", Action.RECORD_META, clinical(A, ME), "none", "none", True, "self"),
+    ("practitioner", Action.RECORD_META, clinical(A), "follows", "none", True,
+     "care_relationship"),
+    ("secretary", Action.RECORD_META, clinical(A), "doc_follows", "consult", True, "delegation"),
+    ("secretary", Action.RECORD_META, clinical(A), "doc_follows", "contact", False,
+     "no_delegation"),
+    ("admin", Action.RECORD_META, clinical(A), "follows", "none", False, "no_clinical_access"),
+    ("admin", Action.USER_DELETE, account(A), "none", "none", True, "org_admin"),
+    ("admin", Action.USER_DELETE, account(A, role="superadmin"), "none", "none", False,
+     "superadmin_only"),
+    ("admin", Action.USER_DELETE, account(B), "none", "none", False, "other_org"),
+    ("practitioner", Action.USER_DELETE, account(A), "follows", "none", False, "admin_only"),
+    ("patient", Action.USER_DELETE, account(A, ME), "none", "none", False, "admin_only"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -460,6 +557,83 @@ def test_presence_row(
     assert (decision.allowed, decision.reason) == (allowed, reason)
 
 
+# -- rule 6: display names -------------------------------------------------------------------
+SEC = "u-sec"
+# viewer (id, org, role), target (id, org, role), relationships, delegations, allowed, reason
+NAME_ROWS: list[tuple[tuple[str, str, str], tuple[str, str, str], str, str, bool, str]] = [
+    ((ME, A, "patient"), (ME, A, "patient"), "none", "none", True, "self"),
+    ((ME, A, "practitioner"), (DOC, A, "secretary"), "none", "none", True, "colleague"),
+    ((ME, A, "technician"), (DOC, A, "admin"), "none", "none", True, "colleague"),
+    ((ME, A, "practitioner"), (DOC, B, "practitioner"), "none", "none", False, "other_org"),
+    ((ME, A, "admin"), (PAT, A, "patient"), "none", "none", True, "org_admin"),
+    ((ME, A, "admin"), (PAT, B, "patient"), "none", "none", False, "other_org"),
+    ((ME, A, "practitioner"), (PAT, A, "patient"), "follows", "none", True, "care_relationship"),
+    ((ME, A, "practitioner"), (PAT, A, "patient"), "consult", "none", True, "care_relationship"),
+    ((ME, A, "practitioner"), (PAT, A, "patient"), "none", "none", False,
+     "no_care_relationship"),
+    ((ME, A, "practitioner"), (PAT, A, "patient"), "doc_follows", "none", False,
+     "no_care_relationship"),
+    ((ME, A, "practitioner"), (PAT, A, "patient"), "follows_in_b", "none", False,
+     "no_care_relationship"),
+    ((ME, A, "technician"), (PAT, A, "patient"), "tech", "none", True, "care_relationship"),
+    ((ME, A, "interpreter"), (PAT, A, "patient"), "interp", "none", True, "care_relationship"),
+    ((ME, A, "technician"), (PAT, A, "patient"), "none", "none", False, "no_care_relationship"),
+    ((SEC, A, "secretary"), (PAT, A, "patient"), "doc_follows", "sec", True, "delegation"),
+    ((SEC, A, "secretary"), (PAT, A, "patient"), "none", "sec", False, "no_care_relationship"),
+    ((SEC, A, "secretary"), (PAT, A, "patient"), "doc_follows", "none", False,
+     "no_care_relationship"),
+    ((PAT, A, "patient"), (DOC, A, "practitioner"), "doc_follows", "none", True, "care_team"),
+    ((PAT, A, "patient"), (DOC, A, "practitioner"), "none", "none", False, "not_care_team"),
+    ((PAT, A, "patient"), (SEC, A, "secretary"), "doc_follows", "sec", True, "care_team"),
+    ((PAT, A, "patient"), (SEC, A, "secretary"), "doc_follows", "none", False, "not_care_team"),
+    ((PAT, A, "patient"), ("u-other", A, "patient"), "none", "none", False, "not_own_data"),
+    ((PAT, A, "patient"), (DOC, A, "admin"), "none", "none", False, "not_care_team"),
+    ((PAT, A, "patient"), (DOC, B, "practitioner"), "doc_follows", "none", False, "other_org"),
+    ((ME, A, "superadmin"), (DOC, B, "practitioner"), "none", "none", True, "superadmin"),
+    ((ME, A, "superadmin"), (DOC, A, "superadmin"), "none", "none", True, "superadmin"),
+    ((ME, A, "practitioner"), (DOC, B, "superadmin"), "none", "none", False, "other_org"),
+]  # fmt: skip
+NAME_DELEGS = {"none": frozenset(), "sec": SEC_FOR_DOC}
+
+
+@pytest.mark.parametrize(("viewer", "target", "rels", "delegs", "allowed", "reason"), NAME_ROWS)
+def test_name_row(
+    viewer: tuple[str, str, str],
+    target: tuple[str, str, str],
+    rels: str,
+    delegs: str,
+    allowed: bool,
+    reason: str,
+) -> None:
+    d = NAME_DELEGS[delegs]
+    decision = name_visible(Subject(*viewer, d), Subject(*target, d), Facts(REL[rels]))
+    crossed = viewer[2] == "superadmin" and target[1] != viewer[1]
+    assert decision == Decision(allowed, reason, cross_org=crossed)
+
+
+@given(
+    viewer_role=st.sampled_from([r for r in Role if r != Role.SUPERADMIN]),
+    target_role=st.sampled_from(list(Role)),
+    rels=st.frozensets(
+        st.builds(
+            Relationship,
+            st.sampled_from(["follows", "consultation", "eeg_technician", "eeg_interpreter"]),
+            st.sampled_from([ME, DOC, PAT]),
+            st.sampled_from([ME, DOC, PAT]),
+            st.sampled_from([None, EXAM]),
+            st.sampled_from([None, A, B]),
+        ),
+        max_size=4,
+    ),
+)
+def test_no_name_crosses_organisations_but_for_superadmin(
+    viewer_role: Role, target_role: Role, rels: frozenset[Relationship]
+) -> None:
+    delegs = frozenset({Delegation(DOC, ME, frozenset({"consultations"}))})
+    viewer = Subject(ME, A, viewer_role, delegs)
+    assert not name_visible(viewer, Subject(PAT, B, target_role, delegs), Facts(rels)).allowed
+
+
 CONSULT_CONV = Target("conversation", A, id="c-1", patient_id=PAT, ref_id="k1")
 STAFF_CONV = Target("conversation", A, id="c-2")
 
@@ -516,3 +690,198 @@ def test_staff_conversations_stay_among_staff_of_one_organisation() -> None:
     assert staff_conversation(me, [Subject(DOC, B, "practitioner")]).reason == "other_org"
     assert staff_conversation(me, [Subject(PAT, A, "patient")]).reason == "staff_only"
     assert staff_conversation(Subject(PAT, A, "patient"), []).reason == "staff_only"
+
+
+# -- rule 7: calls --------------------------------------------------------------------------
+# role, conversation, consultation?, member?, relationships, delegations, allowed, reason
+CALL_ROWS: list[tuple[str, Target, bool, bool, str, str, bool, str]] = [
+    ("practitioner", STAFF_CONV, False, True, "none", "none", True, "member"),
+    ("secretary", STAFF_CONV, False, True, "none", "none", True, "member"),
+    ("practitioner", STAFF_CONV, False, False, "none", "none", False, "not_member"),
+    ("patient", STAFF_CONV, False, True, "none", "none", False, "staff_only"),
+    ("practitioner", CONSULT_CONV, True, True, "consult", "none", True, "care_relationship"),
+    ("practitioner", CONSULT_CONV, True, True, "follows", "none", True, "care_relationship"),
+    ("practitioner", CONSULT_CONV, True, True, "none", "none", False, "no_care_relationship"),
+    ("practitioner", CONSULT_CONV, True, False, "consult", "none", False, "not_member"),
+    ("secretary", CONSULT_CONV, True, True, "doc_follows", "consult", False, "no_delegation"),
+    ("admin", CONSULT_CONV, True, True, "none", "none", False, "no_clinical_access"),
+    ("interpreter", CONSULT_CONV, True, True, "interp", "none", False, "not_allowed_for_role"),
+    ("practitioner", Target("conversation", B, id="c-3", patient_id=PAT), True, True,
+     "consult", "none", False, "other_org"),
+    ("superadmin", CONSULT_CONV, True, True, "none", "none", False, "superadmin_hidden"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("role", "conv", "consultation", "member", "rels", "delegs", "allowed", "reason"), CALL_ROWS
+)
+def test_call_row(
+    role: str,
+    conv: Target,
+    consultation: bool,
+    member: bool,
+    rels: str,
+    delegs: str,
+    allowed: bool,
+    reason: str,
+) -> None:
+    decision = call_access(
+        Subject(ME, A, role, DELEG[delegs]),
+        conv,
+        consultation=consultation,
+        is_member=member,
+        facts=Facts(REL[rels]),
+    )
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+
+
+def test_a_patient_calls_from_their_own_consultation_only() -> None:
+    mine = Target("conversation", A, id="c-1", patient_id=ME, ref_id="k1")
+    kw = {"consultation": True, "is_member": True, "facts": Facts()}
+    assert call_access(Subject(ME, A, "patient"), mine, **kw).reason == "self"  # type: ignore[arg-type]
+    theirs = call_access(Subject(ME, A, "patient"), CONSULT_CONV, **kw)  # type: ignore[arg-type]
+    assert (theirs.allowed, theirs.reason) == (False, "not_own_data")
+
+
+@pytest.mark.parametrize(
+    ("role", "echo", "allowed", "reason"),
+    [
+        ("patient", True, True, "echo_test"),
+        ("practitioner", True, True, "echo_test"),
+        ("patient", False, False, "not_echo_service"),
+        ("superadmin", True, False, "superadmin_hidden"),
+    ],
+)
+def test_echo_call_row(role: str, echo: bool, allowed: bool, reason: str) -> None:
+    decision = echo_call(Subject(ME, A, role), echo_service=echo)
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+
+
+# -- rule 9: medical records --------------------------------------------------------------------
+EXAM_PEOPLE = Exam("e-1", A, PAT, DOC, "u-tech", frozenset({"u-interp"}))
+CARE = Facts(frozenset({DOC_FOLLOWS}))
+DOC_R = Record(A, PAT)
+EXAM_DOC = Record(A, PAT, "document", exam=EXAM_PEOPLE)
+EXAM_REPORT = Record(A, PAT, "eeg_report", exam=EXAM_PEOPLE)
+NOTE_DRAFT = Record(A, PAT, "consultation_note", draft=True, author_id=DOC)
+R, W, M = Action.RECORD_READ, Action.RECORD_WRITE, Action.RECORD_META
+SEC_CONSULT = frozenset({Delegation(DOC, "u-sec", frozenset({"consultations"}))})
+SEC_RECORDS = frozenset({Delegation(DOC, "u-sec", frozenset({"records"}))})
+
+# subject (id, role, delegations), action, record, allowed, reason
+RECORD_ROWS: list[tuple[tuple[str, str, frozenset[Delegation]], Action, Record, bool, str]] = [
+    ((PAT, "patient", frozenset()), R, DOC_R, True, "self"),
+    ((PAT, "patient", frozenset()), W, DOC_R, False, "not_own_data"),
+    ((PAT, "patient", frozenset()), R, NOTE_DRAFT, False, "not_own_data"),
+    (("u-other", "patient", frozenset()), M, DOC_R, False, "not_own_data"),
+    ((DOC, "practitioner", frozenset()), W, DOC_R, True, "care_relationship"),
+    ((DOC, "practitioner", frozenset()), R, NOTE_DRAFT, True, "care_relationship"),
+    (("u-doc2", "practitioner", frozenset()), R, DOC_R, False, "no_care_relationship"),
+    ((DOC, "practitioner", frozenset()), R, EXAM_DOC, True, "ordering_practitioner"),
+    (("u-interp", "interpreter", frozenset()), R, EXAM_DOC, True, "exam_interpreter"),
+    (("u-interp", "interpreter", frozenset()), W, EXAM_REPORT, True, "exam_interpreter"),
+    (("u-interp", "interpreter", frozenset()), W, Record(A, PAT, "consultation_note",
+     exam=EXAM_PEOPLE), False, "not_allowed_for_role"),
+    (("u-interp2", "interpreter", frozenset()), M, EXAM_DOC, False, "not_assigned"),
+    (("u-interp", "interpreter", frozenset()), R, DOC_R, False, "not_assigned"),
+    (("u-tech", "technician", frozenset()), W, EXAM_DOC, True, "exam_technician"),
+    (("u-tech", "technician", frozenset()), M, EXAM_REPORT, True, "exam_technician"),
+    (("u-tech", "technician", frozenset()), R, EXAM_REPORT, False, "not_allowed_for_role"),
+    (("u-sec", "secretary", SEC_CONSULT), M, DOC_R, True, "delegation"),
+    (("u-sec", "secretary", SEC_CONSULT), R, DOC_R, False, "no_delegation"),
+    (("u-sec", "secretary", SEC_RECORDS), R, DOC_R, True, "delegation"),
+    (("u-sec", "secretary", SEC_RECORDS), R, NOTE_DRAFT, False, "no_delegation"),
+    (("u-sec", "secretary", SEC_RECORDS), W, DOC_R, False, "no_delegation"),
+    (("u-adm", "admin", frozenset()), M, DOC_R, False, "no_clinical_access"),
+    (("u-root", "superadmin", frozenset()), R, DOC_R, False, "superadmin_hidden"),
+    ((DOC, "practitioner", frozenset()), Action.CHAT_READ, DOC_R, False, "not_a_record_action"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("who", "action", "record", "allowed", "reason"), RECORD_ROWS)
+def test_record_row(
+    who: tuple[str, str, frozenset[Delegation]],
+    action: Action,
+    record: Record,
+    allowed: bool,
+    reason: str,
+) -> None:
+    decision = record_access(Subject(who[0], A, who[1], who[2]), action, record, CARE)
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+
+
+def test_records_never_cross_organisations() -> None:
+    other = Record(B, PAT, exam=Exam("e-1", B, PAT, DOC, "u-tech", frozenset({"u-interp"})))
+    for who, role in ((DOC, "practitioner"), ("u-interp", "interpreter"), (PAT, "patient")):
+        assert record_access(Subject(who, A, role), R, other, CARE).reason == "other_org"
+
+
+def test_only_the_author_signs_and_only_the_patient_exports() -> None:
+    doc = Subject(DOC, A, "practitioner")
+    assert report_sign(doc, NOTE_DRAFT, CARE) == Decision(True, "author")
+    theirs = Record(A, PAT, "consultation_note", draft=True, author_id="u-doc2")
+    assert report_sign(doc, theirs, CARE).reason == "not_author"
+    assert not report_sign(Subject(PAT, A, "patient"), NOTE_DRAFT, CARE)
+    assert record_export(Subject(PAT, A, "patient"), PAT, A).reason == "self"
+    assert record_export(doc, PAT, A).reason == "not_own_data"
+    assert record_export(Subject(PAT, A, "patient"), PAT, B).reason == "other_org"
+
+
+# -- EEG exams (rule 8) ------------------------------------------------------------------------
+EEG_EXAM = Exam("e-1", A, PAT, DOC, "u-tech", frozenset({"u-interp", "u-reader"}))
+ES, EV, EA = Action.EEG_STREAM, Action.EEG_VIEW, Action.EEG_ANNOTATE
+
+# subject (id, role, org), action, allowed, reason
+EEG_ROWS: list[tuple[tuple[str, str, str], Action, bool, str]] = [
+    (("u-tech", "technician", A), ES, True, "exam_technician"),
+    (("u-tech", "technician", A), EV, True, "exam_technician"),
+    (("u-tech", "technician", A), EA, True, "exam_technician"),
+    (("u-tech2", "technician", A), ES, False, "not_assigned"),
+    (("u-interp", "interpreter", A), EV, True, "exam_interpreter"),
+    (("u-interp", "interpreter", A), EA, True, "exam_interpreter"),
+    (("u-interp", "interpreter", A), ES, False, "not_exam_technician"),
+    (("u-reader", "practitioner", A), EV, True, "exam_interpreter"),  # an interpreting physician
+    (("u-other", "interpreter", A), EV, False, "not_assigned"),
+    (("u-interp", "interpreter", B), EV, False, "other_org"),
+    ((DOC, "practitioner", A), EV, True, "ordering_practitioner"),
+    ((DOC, "practitioner", A), EA, False, "not_allowed_for_role"),
+    ((DOC, "practitioner", A), ES, False, "not_allowed_for_role"),
+    (("u-doc2", "practitioner", A), EV, False, "not_assigned"),  # care alone is not enough
+    (("u-tech", "interpreter", A), ES, False, "role_changed"),  # re-roled since assigned
+    ((PAT, "patient", A), EV, False, "not_assigned"),
+    (("u-adm", "admin", A), EV, False, "not_assigned"),
+    (("u-root", "superadmin", A), EV, False, "superadmin_hidden"),
+    (("u-tech", "technician", A), Action.CHAT_READ, False, "not_an_eeg_action"),
+]
+
+
+@pytest.mark.parametrize(("who", "action", "allowed", "reason"), EEG_ROWS)
+def test_eeg_row(who: tuple[str, str, str], action: Action, allowed: bool, reason: str) -> None:
+    decision = eeg_access(Subject(who[0], who[2], who[1]), action, EEG_EXAM)
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+
+
+def test_eeg_exams_are_managed_by_admins_and_their_ordering_practitioner() -> None:
+    cares = Facts(frozenset({Relationship("follows", DOC, PAT)}))
+    rows = [
+        (Subject("u-adm", A, "admin"), Facts(), True, "org_admin"),
+        (Subject(DOC, A, "practitioner"), cares, True, "ordering_practitioner"),
+        (Subject(DOC, A, "practitioner"), Facts(), False, "no_care_relationship"),
+        (Subject("u-doc2", A, "practitioner"), cares, False, "not_allowed_for_role"),
+        (Subject("u-tech", A, "technician"), cares, False, "not_allowed_for_role"),
+        (Subject("u-adm", B, "admin"), Facts(), False, "other_org"),
+        (Subject("u-root", A, "superadmin"), Facts(), False, "superadmin_hidden"),
+    ]
+    for subject, facts, allowed, reason in rows:
+        decision = eeg_exam_manage(subject, EEG_EXAM, facts)
+        assert (decision.allowed, decision.reason) == (allowed, reason), subject
+    reads = [
+        (Subject("u-interp", A, "interpreter"), True, "exam_member"),
+        (Subject("u-adm", A, "admin"), True, "org_admin"),
+        (Subject("u-other", A, "interpreter"), False, "not_assigned"),
+        (Subject(PAT, A, "patient"), False, "not_assigned"),
+        (Subject("u-interp", B, "interpreter"), False, "other_org"),
+    ]
+    for subject, allowed, reason in reads:
+        decision = eeg_exam_read(subject, EEG_EXAM)
+        assert (decision.allowed, decision.reason) == (allowed, reason), subject
