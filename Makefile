@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(PIP) install --upgrade pip
 
 $(VENV)/.stamp-run: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -c constraints.txt -e .
+	$(PIP) install -c constraints.txt -e '.[calls]'
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(BIN)/python
@@ -24,7 +24,7 @@ $(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(BIN)/python
 	touch $(VENV)/.stamp-run $@
 
 ## make run: set up, migrate, and serve on $(HOST):$(PORT) (SQLite under ./var, in-memory broker),
-## with the test-call echo peer beside the hub (when aiortc is installed: make test installs it)
+## with the test-call echo peer beside the hub (aiortc, installed by the calls extra)
 ECHO_CREDENTIALS ?= $(or $(MEDHUB_DATA_DIR),var)/echo-peer.json
 run: $(VENV)/.stamp-run
 	$(BIN)/medhub migrate
@@ -34,7 +34,7 @@ run: $(VENV)/.stamp-run
 	  $(BIN)/medhub-call --server http://$(HOST):$(PORT) --credentials $(ECHO_CREDENTIALS) echo & \
 	  peer=$$!; \
 	else \
-	  echo "make run: no test-call echo peer (aiortc missing: pip install -e '.[calls]')"; \
+	  echo "make run: no test-call echo peer (aiortc missing: pip install -e '.[calls]')" >&2; \
 	fi; \
 	trap '[ -n "$$peer" ] && kill $$peer 2>/dev/null; exit 130' INT TERM; \
 	trap '[ -n "$$peer" ] && kill $$peer 2>/dev/null' EXIT; \
