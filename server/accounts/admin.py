@@ -322,8 +322,9 @@ class AdminService:
         if pract.role != Role.PRACTITIONER or pract.org_id != delegate.org_id:
             raise ApiError("forbidden", "only a practitioner of the same organisation delegates")
         did = await self.relations.grant_delegation(
-            pract.org_id, pract.id, delegate.id, scopes, self.accounts.now_us()
-        )
+            pract.org_id, pract.id, delegate.id, scopes, self.accounts.now_us(),
+            by=caller.user.id if caller else None,
+        )  # fmt: skip
         self._audit(caller, Action.DELEGATION_GRANT, pract.org_id, "delegation", did)
         await self.revocations.user_changed(delegate.id)
         return did
@@ -336,7 +337,9 @@ class AdminService:
         org_id, d = found
         target = Target("delegation", org_id, id=delegation_id, practitioner_id=d.practitioner_id)
         await self.allowed(caller, Do.DELEGATION_REVOKE, target)
-        await self.relations.revoke_delegation(delegation_id, self.accounts.now_us())
+        await self.relations.revoke_delegation(
+            delegation_id, self.accounts.now_us(), by=caller.user.id if caller else None
+        )
         self._audit(caller, Action.DELEGATION_REVOKE, org_id, "delegation", delegation_id)
         await self.revocations.user_changed(d.delegate_id)
 

@@ -1,17 +1,40 @@
 """SQL for delegations and care relationships, and loading them as policy facts.
 
+Every grant and revocation of a delegation inserts its ``delegation_versions``
+row (who, when, the delegation as it became) in the same transaction: the
+history cannot miss a change that was committed. Version rows are never
+updated or deleted.
+
 Raises SQLAlchemy errors from the driver only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 from server.accounts import access_log
 from server.accounts.store import new_id
-from server.accounts.tables import care_relationships, delegations
+from server.accounts.tables import care_relationships, delegation_versions, delegations
 from server.policy import Delegation, Relationship
 from server.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class DelegationVersion:
+    """One version row of a delegation: the delegation as ``changed_by`` left it."""
+
+    delegation_id: str
+    version: int
+    action: str  # grant | revoke | baseline (existed before the history began)
+    changed_by: str | None  # user id; None: the system or the CLI
+    changed_us: int
+    org_id: str
+    practitioner_id: str
+    delegate_id: str
+    scopes: frozenset[str]
+    revoked_us: int | None
 
 
 class RelationStore:
@@ -21,20 +44,36 @@ class RelationStore:
         self.db = db
 
     async def grant_delegation(
-        self, org_id: str, practitioner_id: str, delegate_id: str, scopes: list[str], now_us: int
+        self,
+        org_id: str,
+        practitioner_id: str,
+        delegate_id: str,
+        scopes: list[str],
+        now_us: int,
+        by: str | None = None,
     ) -> str:
-        """Store a delegation; returns its id."""
+        """Store a delegation and its version 1 (``grant`` by ``by``: a user id, or None for
+        the system or the CLI); returns its id."""
         delegation_id = new_id("d")
+        row = {
+            "org_id": org_id,
+            "practitioner_id": practitioner_id,
+            "delegate_id": delegate_id,
+            "scopes": ",".join(sorted(scopes)),
+            "revoked_us": None,
+        }
         async with self.db.begin() as conn:
             await conn.execute(
-                sa.insert(delegations).values(
-                    id=delegation_id,
-                    org_id=org_id,
-                    practitioner_id=practitioner_id,
-                    delegate_id=delegate_id,
-                    scopes=",".join(sorted(scopes)),
-                    created_us=now_us,
-                    revoked_us=None,
+                sa.insert(delegations).values(id=delegation_id, created_us=now_us, **row)
+            )
+            await conn.execute(
+                sa.insert(delegation_versions).values(
+                    delegation_id=delegation_id,
+                    version=1,
+                    action="grant",
+                    changed_by=by,
+                    changed_us=now_us,
+                    **row,
                 )
             )
             await access_log.record(conn, access_log.ChangeKind.RIGHTS, [delegate_id], now_us)
@@ -51,16 +90,48 @@ class RelationStore:
             return None
         return str(row.org_id), _delegation(row)
 
-    async def revoke_delegation(self, delegation_id: str, now_us: int) -> bool:
-        """Revoke a live delegation; False if none."""
+    async def revoke_delegation(
+        self, delegation_id: str, now_us: int, by: str | None = None
+    ) -> bool:
+        """Revoke a live delegation and write its ``revoke`` version (by ``by``, as for
+        :meth:`grant_delegation`); False if none."""
         live = (delegations.c.id == delegation_id, delegations.c.revoked_us.is_(None))
         stmt = sa.update(delegations).where(*live).values(revoked_us=now_us)
+        v = delegation_versions.c
+        last = sa.select(sa.func.max(v.version)).where(v.delegation_id == delegation_id)
         async with self.db.begin() as conn:
-            row = (await conn.execute(sa.select(delegations.c.delegate_id).where(*live))).first()
+            row = (await conn.execute(sa.select(delegations).where(*live))).first()
             if row is None or (await conn.execute(stmt)).rowcount != 1:
                 return False
+            version = int((await conn.execute(last)).scalar_one() or 0) + 1
+            await conn.execute(
+                sa.insert(delegation_versions).values(
+                    delegation_id=delegation_id,
+                    version=version,
+                    action="revoke",
+                    changed_by=by,
+                    changed_us=now_us,
+                    org_id=row.org_id,
+                    practitioner_id=row.practitioner_id,
+                    delegate_id=row.delegate_id,
+                    scopes=row.scopes,
+                    revoked_us=now_us,
+                )
+            )
             await access_log.record(conn, access_log.ChangeKind.RIGHTS, [row.delegate_id], now_us)
             return True
+
+    async def delegation_history(self, delegation_id: str) -> list[DelegationVersion]:
+        """The version rows of a delegation (live or revoked), oldest first; [] if unknown."""
+        v = delegation_versions.c
+        query = (
+            sa.select(delegation_versions)
+            .where(v.delegation_id == delegation_id)
+            .order_by(v.version)
+        )
+        async with self.db.begin(readonly=True) as conn:
+            rows = (await conn.execute(query)).all()
+        return [_delegation_version(r) for r in rows]
 
     async def delegations_of(self, user_id: str) -> list[Delegation]:
         """Live delegations given to or by ``user_id``."""
@@ -166,3 +237,13 @@ def _delegation(row: sa.Row[object]) -> Delegation:
     m = row._mapping
     scopes = frozenset(s for s in str(m["scopes"]).split(",") if s)
     return Delegation(str(m["practitioner_id"]), str(m["delegate_id"]), scopes, str(m["id"]))
+
+
+def _delegation_version(row: sa.Row[object]) -> DelegationVersion:
+    m = row._mapping
+    scopes = frozenset(s for s in str(m["scopes"]).split(",") if s)
+    return DelegationVersion(
+        str(m["delegation_id"]), int(m["version"]), str(m["action"]), m["changed_by"],
+        int(m["changed_us"]), str(m["org_id"]), str(m["practitioner_id"]),
+        str(m["delegate_id"]), scopes, m["revoked_us"],
+    )  # fmt: skip

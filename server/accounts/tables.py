@@ -1,4 +1,4 @@
-"""Accounts tables (SQLAlchemy Core on the shared metadata); migrations 0002 and 0004.
+"""Accounts tables (SQLAlchemy Core on the shared metadata); migrations 0002, 0004, 0005, 0009.
 
 Times are UTC microseconds since the epoch (``*_us``). Ids are pseudonymous
 strings (``o-``, ``u-``, ``s-`` + hex), safe for logs and the audit trail.
@@ -9,7 +9,10 @@ Identity data is never stored in clear either: users' name, email and phone
 are AES-GCM envelopes under the at-rest key (AAD ``users.<column>.<id>``), and
 email lookups go through ``email_index``, an HMAC blind index of the normalised
 email (:mod:`server.security.at_rest`). Every create and change of a user
-writes a ``user_versions`` row (who, when, what, an encrypted snapshot).
+writes a ``user_versions`` row (who, when, what, an encrypted snapshot); every
+grant and revocation of a delegation a ``delegation_versions`` row (who, when,
+the whole delegation: pseudonymous ids and scope names only, so in clear).
+Version rows are only ever inserted, in the transaction of the change.
 """
 
 from __future__ import annotations
@@ -106,6 +109,24 @@ delegations = sa.Table(
     sa.Column("created_us", sa.BigInteger, nullable=False),
     sa.Column("revoked_us", sa.BigInteger),
     sa.Index(None, "delegate_id"),
+)
+
+#: One immutable row per grant or revocation of a delegation, in its transaction:
+#: the delegation as it became (``action`` ``grant`` | ``revoke``; ``baseline``
+#: for the delegations that existed before migration 0009, by nobody known).
+delegation_versions = sa.Table(
+    "delegation_versions",
+    metadata,
+    sa.Column("delegation_id", sa.String(40), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("changed_by", sa.String(40)),  # user id; None: the system or the CLI
+    sa.Column("changed_us", sa.BigInteger, nullable=False),
+    sa.Column("org_id", sa.String(40), nullable=False),
+    sa.Column("practitioner_id", sa.String(40), nullable=False),
+    sa.Column("delegate_id", sa.String(40), nullable=False),
+    sa.Column("scopes", sa.String(200), nullable=False),
+    sa.Column("revoked_us", sa.BigInteger),
 )
 
 care_relationships = sa.Table(

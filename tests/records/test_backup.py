@@ -26,7 +26,7 @@ from server.records.access import Who
 from server.records.service import build_records
 from server.security.at_rest import settings_keyring
 from server.store.db import Database
-from server.store.migrate import current_revision_async
+from server.store.migrate import current_revision_async, head_revision
 from tests.pg import PostgresServer, fresh_database
 from tests.records.conftest import (
     CANARIES,
@@ -127,7 +127,7 @@ async def test_raw_database_and_backup_hold_no_canary_and_restore_round_trips(
     ]
     assert_no_canary(files(backup_dir))
     manifest = json.loads((backup_dir / "manifest.json").read_text())
-    assert (manifest["dialect"], manifest["revision"]) == ("sqlite", "0008")
+    assert (manifest["dialect"], manifest["revision"]) == ("sqlite", head_revision())
     secrets = (data_dir / "secrets").read_bytes()
     shutil.rmtree(first)  # the deployment is destroyed
     second = tmp_path / "second" / "var"
