@@ -3,7 +3,8 @@
 // Routes: #/signin, #/invite/<token> (enrolment), #/password (expired),
 // #/ (home of the role), #/conversations, #/c/<conv>, #/sessions, #/people
 // (admins), #/records/<patient>[/d/<document>|/r/<report>] (medical records),
-// #/call/<conv> (the consultation room), #/check[/<conv>] (camera and network check).
+// #/call/<conv> (the consultation room), #/check[/<conv>] (camera and network check),
+// #/eeg, #/eeg/exam/<exam>, #/eeg/<stream> (EEG exams and the viewer).
 // The invitation token lives in the fragment, which browsers never
 // send to the server, and is removed from the address bar once read.
 
@@ -19,6 +20,7 @@ import { conversationList, conversationView } from "./views/chat.js";
 import { describeApiError } from "./views/errors.js";
 import { homeView, sessionsView } from "./views/home.js";
 import { recordsRoute } from "./views/records.js";
+import { EEG_ROLES, eegRoute } from "./views/eeg_exams.js";
 
 const main = document.getElementById("main");
 const banner = document.getElementById("banner");
@@ -28,6 +30,8 @@ const langBtn = document.getElementById("lang");
 const CONTACTS_REFRESH_MS = 60_000;
 let ctx = null; // {session, me, role, org, hub, names, presence, chat}
 let endedNotice = null;
+let rightsChanged = false; // a 4011 reconnect: the role may have changed (checked once online)
+let notices = []; // the sign-in's notices (failed attempts, a lock), in words: kept until closed
 
 // -- connection banner -------------------------------------------------------------
 function showBanner(kind, ...content) {
@@ -40,12 +44,17 @@ function onHubState(e) {
   const { state, reason, retryInS } = e.detail;
   banner.dataset.state = state;
   if (state === "online") {
-    showBanner("ok");
+    showNotices(); // the connection's messages gone, the sign-in's notices back
+    if (rightsChanged) {
+      rightsChanged = false;
+      refreshRole();
+    }
     return;
   }
   if (state === "connecting") {
     showBanner("info", T("conn.connecting"));
   } else if (state === "reconnecting") {
+    if (reason === "rights_changed") rightsChanged = true;
     const key = ({ restarting: "conn.restarting", rights_changed: "conn.rights_changed", abusive: "conn.abusive", busy: "conn.busy", slow: "conn.slow" })[reason] || "conn.lost";
     const parts = [T(key)];
     if (!navigator.onLine) parts.push(" ", T("conn.offline"));
@@ -54,6 +63,22 @@ function onHubState(e) {
     parts.push(" ", T("conn.kept"));
     showBanner("warn", ...parts);
   }
+}
+
+/** After a rights change: the session's role again; a new role gets its own screens. */
+async function refreshRole() {
+  const held = ctx;
+  let session = null;
+  try {
+    session = await api.currentSession();
+  } catch {
+    return; // kept as it is: the next rights change or reload tells again
+  }
+  if (!session || ctx !== held || session.role === held.role) return;
+  held.role = session.role;
+  held.session = session;
+  renderNav();
+  route();
 }
 
 function onHubEnded(e) {
@@ -108,9 +133,19 @@ function signedIn(session) {
   if (session.restricted) return;
   startHub();
   ctx.names.want([ctx.me]);
-  if (Array.isArray(session.notices) && session.notices.length) {
-    showBanner("info", ...session.notices.map((n) => h("p", {}, noticeText(n))));
-  }
+  notices = Array.isArray(session.notices) ? session.notices.map(noticeText).filter(Boolean) : [];
+  if (notices.length) showNotices();
+}
+
+/** The sign-in's notices in the banner, with a button to close them (or no banner). */
+function showNotices() {
+  if (!notices.length) return showBanner("ok");
+  const close = () => {
+    notices = [];
+    showBanner("ok");
+  };
+  showBanner("info", ...notices.map((text) => h("p", {}, text)),
+    h("button", { type: "button", class: "small", onclick: close }, T("notice.dismiss")));
 }
 
 /** A login notice (e.g. failed attempts since the last sign-in) in words. */
@@ -126,6 +161,7 @@ function sessionEnded(noticeKey) {
   ctx = null;
   api.setCsrf(null);
   endedNotice = noticeKey;
+  notices = [];
   showBanner("ok");
   renderNav();
   location.hash = "#/signin";
@@ -142,6 +178,8 @@ async function signOut() {
   if (hub) hub.stop();
   ctx = null;
   endedNotice = "ended.signed_out";
+  notices = [];
+  showBanner("ok");
   renderNav();
   location.hash = "#/signin";
   route();
@@ -155,6 +193,7 @@ function renderNav() {
   }
   const links = [["#/", "nav.home"], ["#/conversations", "nav.conversations"]];
   if (ctx.role === "admin") links.push(["#/people", "nav.people"]);
+  if (EEG_ROLES.has(ctx.role)) links.push(["#/eeg", "nav.eeg"]);
   links.push(["#/sessions", "nav.sessions"]);
   replace(nav,
     h("ul", {}, links.map(([href, key]) => h("li", {}, h("a", { href, dataset: { route: href } }, T(key))))),
@@ -253,6 +292,8 @@ function route() {
       h("h1", { id: "list-title", tabindex: "-1" }, T("nav.conversations")), conversationList(ctx)));
   } else if (hash === "#/sessions") {
     sessionsView(main);
+  } else if (hash.startsWith("#/eeg") && eegRoute(main, ctx, hash)) {
+    // EEG exams, the viewer, the technician's page (views/eeg_exams.js, views/eeg.js)
   } else if (hash.startsWith("#/records/") && recordsRoute(main, ctx, hash)) {
     // a patient's medical record, a document, a report (views/records.js)
   } else if (hash === "#/people" && ctx.role === "admin") {

@@ -2,12 +2,13 @@
 //
 // jsonCodec / msgpackCodec turn frames into plain data and back, refusing what
 // the hub refuses (bad_frame). CLIENT_TYPES mirrors protocol/messages.py,
-// protocol/presence.py, protocol/chat.py and protocol/calls.py
+// protocol/presence.py, protocol/chat.py, protocol/calls.py and protocol/eeg.py
 // (tests/browser/test_client.py compares them); checkClientFrame() applies the hub's checks 2-5 of
 // SPEC section 3 to a frame, so the client never sends what the hub would
 // refuse, and the vectors of protocol/vectors/ check both directions.
 
 import * as msgpack from "./msgpack.js";
+import { Float64 } from "./msgpack.js";
 
 export const SUBPROTOCOL_JSON = "medhub.v1.json";
 export const SUBPROTOCOL_MSGPACK = "medhub.v1.msgpack";
@@ -64,9 +65,10 @@ export const jsonCodec = Object.freeze({
     depthAndStrings(value, 0, JSON_MAX_DEPTH);
     return value;
   },
-  /** The compact JSON text of plain data (fields in insertion order). */
+  /** The compact JSON text of plain data (fields in insertion order; float fields as 5.0). */
   encode(data) {
-    return JSON.stringify(data);
+    const marked = markFloats(data);
+    return marked === data ? JSON.stringify(data) : toJson(marked);
   },
 });
 
@@ -85,7 +87,7 @@ export const msgpackCodec = Object.freeze({
     }
   },
   encode(data) {
-    return msgpack.encode(data);
+    return msgpack.encode(markFloats(data));
   },
 });
 
@@ -111,6 +113,50 @@ const CALL_ID = str(16, 16, /^[0-9a-f]{16}$/);
 const PARTY = str(8, 64, /^[A-Za-z0-9_-]{8,64}$/);
 const SDP = str(3, 32768);
 const FIGURE = (max) => opt(num(0, max));
+// EEG (protocol/eeg.py); the binary sample frames are in eegwire.js
+const above = (min, max) => ({ t: "num", min, max, gt: true }); // min < value <= max
+const ascii = (max) => str(0, max, /^[ -~]*$/);
+const STREAM_ID = str(0, Infinity, /^t-[0-9a-f]{8}$/);
+const ANNOTATION_ID = str(0, Infinity, /^a-[0-9a-f]{16}$/);
+const INDEX = int(0, 2 ** 48 - 1);
+const MICROS = int(0, 2 ** 62);
+const MODE = str(0, Infinity, /^(raw|decimate|envelope)$/);
+const ANNOTATION_KIND = str(0, Infinity, /^[a-z][a-z0-9_]{0,31}$/);
+const PHYSICAL = num(-1e12, 1e12);
+const DIGITAL = int(-(2 ** 31), 2 ** 31 - 1);
+const CHANNEL_META = {
+  t: "obj",
+  fields: {
+    label: str(1, 16, /^[ -~]+$/),
+    type: str(0, Infinity, /^(EEG|ECG|EOG|EMG|RESP|SAO2|MISC|TRIG)$/),
+    unit: ascii(8),
+    physical_min: PHYSICAL,
+    physical_max: PHYSICAL,
+    digital_min: DIGITAL,
+    digital_max: DIGITAL,
+    prefilter: ascii(80),
+  },
+  req: ["label", "physical_min", "physical_max", "digital_min", "digital_max"],
+};
+const STREAM_META = {
+  t: "obj",
+  fields: {
+    rate: int(1, 65536),
+    format: str(0, Infinity, /^(int16|int32|float32)$/),
+    channels: { t: "list", of: CHANNEL_META, min: 1, max: 512 },
+    reference: ascii(64),
+    device: ascii(64),
+  },
+  req: ["rate", "format", "channels"],
+};
+const CLOCK_SAMPLE = { t: "obj", fields: { t0: MICROS, hub_us: MICROS, t1: MICROS }, req: ["t0", "hub_us", "t1"] };
+const ANNOTATION_FIELDS = {
+  onset: INDEX,
+  text: str(0, 512),
+  duration: INDEX,
+  kind: ANNOTATION_KIND,
+  frequency_hz: opt(above(0, 1000)),
+};
 
 export const CLIENT_TYPES = Object.freeze({
   hello: request(16384, {
@@ -180,7 +226,63 @@ export const CLIENT_TYPES = Object.freeze({
     },
     req: ["call"],
   },
+  "eeg.open": request(65536, { exam: ID, meta: STREAM_META, stream: opt(STREAM_ID) }, ["exam", "meta"]),
+  "eeg.close": request(256, { stream: STREAM_ID }, ["stream"]),
+  "eeg.clock": request(512, { stream: STREAM_ID, t0: MICROS, last: opt(CLOCK_SAMPLE) }, ["stream", "t0"]),
+  "eeg.watch": request(512, { stream: STREAM_ID, view: MODE, rate: opt(above(0, 65536)) }, ["stream"]),
+  "eeg.unwatch": request(256, { stream: STREAM_ID }, ["stream"]),
+  "eeg.backfill": request(512, {
+    stream: STREAM_ID, first: INDEX, end: INDEX, view: MODE, factor: int(1, 0xffff),
+  }, ["stream", "first", "end"]),
+  "eeg.annotate": request(2048, { stream: STREAM_ID, client_id: str(1, 64), ...ANNOTATION_FIELDS },
+    ["stream", "client_id", "onset", "text"]),
+  "eeg.annotation_edit": request(2048, { stream: STREAM_ID, annotation: ANNOTATION_ID, ...ANNOTATION_FIELDS },
+    ["stream", "annotation", "onset", "text"]),
+  "eeg.annotation_delete": request(256, { stream: STREAM_ID, annotation: ANNOTATION_ID }, ["stream", "annotation"]),
+  "eeg.annotations": request(256, { stream: STREAM_ID }, ["stream"]),
 });
+
+// -- float fields -----------------------------------------------------------------
+// JavaScript has one number type; the hub's encoders write a float field as a
+// float (5.0) even when whole. A client message's whole numbers in `num`
+// fields are wrapped in msgpack.Float64 so both codecs write them as the hub does.
+function markSpec(spec, value) {
+  if (value === null || value === undefined || spec === undefined) return value;
+  if (spec.t === "num" && typeof value === "number" && Number.isInteger(value)) return new Float64(value);
+  if (spec.t === "list" && Array.isArray(value)) return value.map((v) => markSpec(spec.of, v));
+  if (spec.t === "obj" && isMap(value)) {
+    const out = {};
+    for (const [k, v] of Object.entries(value)) out[k] = markSpec(spec.fields[k], v);
+    return out;
+  }
+  return value;
+}
+
+/** `data` with whole numbers of float fields marked (the same object when there is none). */
+function markFloats(data) {
+  if (!isMap(data) || typeof data.type !== "string") return data;
+  const spec = Object.prototype.hasOwnProperty.call(CLIENT_TYPES, data.type) ? CLIENT_TYPES[data.type] : null;
+  if (spec === null || !Object.values(spec.fields).some(hasFloat)) return data;
+  return markSpec({ t: "obj", fields: spec.fields }, data);
+}
+
+function hasFloat(spec) {
+  if (spec.t === "num") return true;
+  if (spec.t === "list") return hasFloat(spec.of);
+  if (spec.t === "obj") return Object.values(spec.fields).some(hasFloat);
+  return false;
+}
+
+/** JSON.stringify, with Float64 written as a float ("5.0"). */
+function toJson(v) {
+  if (v instanceof Float64) return Number.isInteger(v.value) && Math.abs(v.value) < 1e16 ? `${v.value}.0` : JSON.stringify(v.value);
+  if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? "null" : toJson(x))).join(",")}]`;
+  if (v !== null && typeof v === "object") {
+    const parts = Object.entries(v).filter(([, x]) => x !== undefined && typeof x !== "function");
+    return `{${parts.map(([k, x]) => `${JSON.stringify(k)}:${toJson(x)}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
 
 const isMap = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Uint8Array);
 const codePoints = (s) => [...s].length;
@@ -213,7 +315,7 @@ function check(spec, value, path) {
       return;
     case "num":
       if (typeof value !== "number" || !Number.isFinite(value)) fail("expected a number");
-      if (value < spec.min || value > spec.max) fail("out of range");
+      if (value < spec.min || value > spec.max || (spec.gt && value === spec.min)) fail("out of range");
       return;
     case "bool":
       if (typeof value !== "boolean") fail("expected a boolean");
@@ -221,6 +323,7 @@ function check(spec, value, path) {
     case "list":
       if (!Array.isArray(value)) fail("expected an array");
       if (value.length > spec.max) fail("too many items");
+      if (value.length < (spec.min || 0)) fail("too few items");
       value.forEach((v, i) => check(spec.of, v, `${path}[${i}]`));
       return;
     case "map":

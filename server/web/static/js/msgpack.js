@@ -122,7 +122,14 @@ export function decode(bytes) {
   return out;
 }
 
-/** Encode plain data (null, booleans, numbers, strings, Uint8Array, arrays, objects). */
+/** A number to encode as a float even when it is whole (a float field of the protocol: 5.0). */
+export class Float64 {
+  constructor(value) {
+    this.value = value;
+  }
+}
+
+/** Encode plain data (null, booleans, numbers, Float64, strings, Uint8Array, arrays, objects). */
 export function encode(data) {
   const parts = [];
   let size = 0;
@@ -164,8 +171,10 @@ export function encode(data) {
     else if (v === false) bytes(0xc2);
     else if (v === true) bytes(0xc3);
     else if (typeof v === "bigint") big(v >= 0n ? 0xcf : 0xd3, v, v < 0n);
-    else if (typeof v === "number") {
-      if (Number.isInteger(v) && Number.isSafeInteger(v) && !Object.is(v, -0)) int(v);
+    else if (typeof v === "number" || v instanceof Float64) {
+      const isFloat = v instanceof Float64;
+      if (isFloat) v = v.value;
+      if (!isFloat && Number.isInteger(v) && Number.isSafeInteger(v) && !Object.is(v, -0)) int(v);
       else {
         const out = new Uint8Array(9);
         out[0] = 0xcb;

@@ -104,7 +104,9 @@ export function adminView(main, ctx) {
           onclick: () => { if (confirm(t("admin.confirm_disable", { name: u.name }))) act(u.name, () => api.userAction(u.id, "disable")); },
         }, T("admin.disable"))
         : null,
-      u.locked !== false
+      // `locked` is the account's own lock (every address); a lock from one address (the
+      // owner's typos, the usual case) is not listed, and Unlock lifts it too: always offered
+      u.status !== "invited"
         ? h("button", { type: "button", class: "small", onclick: () => act(u.name, () => api.userAction(u.id, "unlock")) }, T("admin.unlock"))
         : null,
       optional.filter((a) => a !== "enable" || u.status === "disabled").map((a) =>

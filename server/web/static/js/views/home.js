@@ -6,6 +6,7 @@ import { nameOf, presenceOf } from "../state.js";
 import { conversationList } from "./chat.js";
 import { describeApiError } from "./errors.js";
 import { recordLink } from "./records_common.js";
+import { EEG_ROLES, eegExamsCard } from "./eeg_exams.js";
 
 const STAFF = new Set(["secretary", "practitioner", "technician", "interpreter", "admin"]);
 
@@ -152,6 +153,7 @@ export function homeView(main, ctx) {
         peopleList(ctx, { roles: new Set(["patient"]), empty: "home.no_patients", records: true })));
     }
     if (role === "secretary" || role === "practitioner") rows.push(delegationsSection(ctx));
+    if (EEG_ROLES.has(role)) rows.push(eegExamsCard(ctx));
     rows.push(
       h("section", { class: "card", "aria-labelledby": "convs-title" },
         h("h2", { id: "convs-title" }, T("home.conversations")), conversationList(ctx), colleagueForm(ctx)),
