@@ -18,7 +18,8 @@ closes the stream at the end (``--keep-open`` leaves it live). ``view``
 watches the stream raw, fills what it missed, and writes what it holds to an
 EDF+ (BDF+) file with the stream's annotations.
 
-Exit codes: 0 ok; 1 refused by the hub; 2 usage; 3 no connection.
+Exit codes: 0 ok; 1 refused by the hub (or the session has ended); 2 usage (or an
+unreadable --edf file); 3 no connection.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 
 from clients.eeg import EegError, Recorder, TicketAuth, TokenAuth
 from clients.eeg_view import Viewer
+from clients.errors import SessionEndedError
 from media.eeg.edf import EdfExport, onset_samples, read_edf
 from media.eeg.synth import SyntheticEeg
 
@@ -43,6 +45,16 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 def _ws_url(server: str) -> str:
     scheme, _, rest = server.rstrip("/").partition("://")
     return ("wss" if scheme == "https" else "ws") + "://" + rest + "/ws"
+
+
+class _Ticket(TicketAuth):
+    """A ticket, or EegError when the session has ended: a refusal, not retried for ever."""
+
+    async def hello(self) -> dict[str, str]:
+        try:
+            return await super().hello()
+        except SessionEndedError as exc:
+            raise EegError(exc.code, "the session has ended: medhub-chat login again") from exc
 
 
 def _session(args: argparse.Namespace) -> tuple[str, Any]:
@@ -57,18 +69,28 @@ def _session(args: argparse.Namespace) -> tuple[str, Any]:
             raise SystemExit("medhub-eeg: not signed in: medhub-chat login first, or --token")
         token, server = prof.token, server or prof.server
     server = server or DEFAULT_SERVER
-    auth = TokenAuth(token) if args.no_ticket else TicketAuth(server, token)
+    auth = TokenAuth(token) if args.no_ticket else _Ticket(server, token)
     return server, auth
 
 
 async def record(args: argparse.Namespace) -> int:
     server, auth = _session(args)
-    notes: list[tuple[int, str, str]] = []  # (onset sample, kind, text)
+    notes: list[tuple[int, str, str, int]] = []  # (onset sample, kind, text, duration)
     if args.edf:
-        rec_file = read_edf(args.edf)
+        try:
+            rec_file = read_edf(args.edf)
+        except (OSError, ValueError) as exc:  # not "no connection": nothing was sent
+            print(f"medhub-eeg: cannot read {args.edf}: {exc}", file=sys.stderr)
+            return 2
         meta, samples = rec_file.meta, rec_file.samples
         notes = sorted(
-            (onset_samples(a.onset_s, meta.rate), "note", a.text) for a in rec_file.annotations
+            (
+                onset_samples(a.onset_s, meta.rate),
+                "note",
+                a.text,
+                onset_samples(a.duration_s, meta.rate),
+            )
+            for a in rec_file.annotations
         )
         source: Any = None
     elif args.lsl:
@@ -81,7 +103,10 @@ async def record(args: argparse.Namespace) -> int:
         meta, samples = source.meta, None
     rec = Recorder(_ws_url(server), auth, args.exam, meta, binary=True)
     sid = await rec.start()
-    print(f"streaming {sid} ({len(meta.channels)} channels, {meta.rate} Hz, {meta.format})")
+    print(
+        f"streaming {sid} ({len(meta.channels)} channels, {meta.rate} Hz, {meta.format})",
+        flush=True,  # a pipe or a log sees the stream id now, not when the recording ends
+    )
     step = max(1, meta.rate // 8)
     total = samples.shape[0] if samples is not None else int(args.seconds * meta.rate)
     loop = asyncio.get_running_loop()
@@ -95,11 +120,11 @@ async def record(args: argparse.Namespace) -> int:
         at += n
         if isinstance(source, SyntheticEeg) and args.annotate_events:
             for onset, kind in source.events[sent_events:]:
-                notes.append((onset, kind, kind.replace("_", " ")))
+                notes.append((onset, kind, kind.replace("_", " "), 0))
             sent_events = len(source.events)
         while notes and notes[0][0] < at:
-            onset, kind, text = notes.pop(0)
-            await rec.annotate(onset, text, kind=kind)
+            onset, kind, text, duration = notes.pop(0)
+            await rec.annotate(onset, text, kind=kind, duration=duration)
         if args.speed > 0 and not args.lsl:  # an LSL outlet paces itself
             delay = started + at / meta.rate / max(args.speed, 1e-9) - loop.time()
             if delay > 0:
@@ -114,12 +139,25 @@ async def record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(note: dict[str, Any]) -> str:
+    """An annotation's EDF+ text, as ``medhub eeg export`` writes it: its kind first."""
+    kind, text, hz = note.get("kind", "note"), note.get("text", ""), note.get("frequency_hz")
+    if kind == "note":
+        return str(text or "note")
+    head = kind if hz is None else f"{kind} {hz:g} Hz"
+    return f"{head}: {text}" if text else str(head)
+
+
 async def view(args: argparse.Namespace) -> int:
     server, auth = _session(args)
     v = Viewer(_ws_url(server), auth, args.stream, backfill_s=args.backfill_s)
     await v.start()
     assert v.meta is not None
+    assert v.floor is not None
     rate = v.meta.rate
+    # the viewer starts no lower than the hub's buffer (its last eeg_ring_seconds); the
+    # store holds the rest of the recording: all of --backfill-s is asked for
+    v.floor = min(v.floor, max(0, v.live_end - int(args.backfill_s * rate)))
     if args.seconds is not None:
         target = v.live_end + int(args.seconds * rate)
         await v.wait_until(target, timeout_s=args.seconds + 60)
@@ -132,12 +170,18 @@ async def view(args: argparse.Namespace) -> int:
     print(f"held {target - floor} samples from {floor}; duplicates {v.duplicates}")
     if args.out:
         out = EdfExport(args.out, v.meta, datetime.now(UTC), recording=f"medhub {args.stream}")
+        at = floor  # the file starts at the floor; gaps of the recording keep their length
         for a, b in v.cov.intervals():
             a, b = max(a, floor), min(b, target)
             if b > a:
+                out.gap(a - at)
                 out.write(np.asarray(v.data(a, b)))
+                at = b
+        out.gap(target - at)
         for note in v.annotations.values():
-            out.annotate((note["onset"] - floor) / rate, note["duration"] / rate, note["text"])
+            if floor <= note["onset"] < target:  # an earlier one is not in this file
+                onset_s, duration_s = (note["onset"] - floor) / rate, note["duration"] / rate
+                out.annotate(onset_s, duration_s, _describe(note))
         out.close()
         print(f"wrote {args.out}")
     await v.stop()
@@ -186,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medhub-eeg: refused: {exc}", file=sys.stderr)
         return 1
     except (OSError, TimeoutError) as exc:
-        print(f"medhub-eeg: no connection: {exc}", file=sys.stderr)
+        print(f"medhub-eeg: no connection: {exc or 'no answer in time'}", file=sys.stderr)
         return 3
 
 
