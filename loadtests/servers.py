@@ -16,6 +16,7 @@ import platform
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -98,8 +99,9 @@ async def start_server(kind: str, workdir: Path, extra: tuple[str, ...] = ()) ->
     ``extra`` is added to the server's command line (diagnostics such as ``--profile``).
     """
     port = free_port()
-    data_dir = workdir / f"{kind}-{port}"
-    data_dir.mkdir(parents=True)
+    os.makedirs(workdir, exist_ok=True)
+    # a port the system hands out again later in the run must not reuse a folder
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{kind}-{port}-", dir=workdir))
     log_path = data_dir / "server.log"
     cmd = [
         sys.executable,
