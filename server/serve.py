@@ -172,11 +172,14 @@ def _banner(host: str, port: int) -> str:
     where = f"[{host}]" if ":" in host else host
     return (
         f"medhub listening on http://{where}:{port}\n"
+        f"  browser app: http://{where}:{port}/   (sign in, chat, calls, EEG, records)\n"
         f"  WebSocket:  ws://{where}:{port}/ws   (protocol/SPEC.md)\n"
         f"  REST API:   http://{where}:{port}/api/v1/openapi.json\n"
         f"  health:     http://{where}:{port}/healthz  /readyz  /metrics\n"
         "  first administrator (in another terminal):\n"
-        "    .venv/bin/medhub admin create-superadmin --name 'Your Name' --email you@example.org"
+        "    .venv/bin/medhub admin create-superadmin --name 'Your Name' --email you@example.org\n"
+        "  or a demo clinic with its logins (embedded default only):\n"
+        "    .venv/bin/medhub demo seed"
     )
 
 
