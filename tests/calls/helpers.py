@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from protocol.calls import Signal, parse_signal, signal_frame
-from protocol.codec import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, JsonCodec, MsgpackCodec
+from protocol.codec import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
+from tests.chat.helpers import Peer
 from tests.hubtest import RunningHub, token_for
 
 WAIT_S = 10.0
@@ -29,49 +29,16 @@ def candidate(n: int) -> bytes:
     return ('{"candidate":"' + line + '","sdpMid":"0","sdpMLineIndex":0}').encode()
 
 
-class Party:
-    """A protocol client: replies by id, events and stream frames in queues."""
+class Party(Peer):
+    """A protocol client (:class:`tests.chat.helpers.Peer`) that also queues call stream frames."""
 
     def __init__(self, ws: ClientConnection, binary: bool, user: str) -> None:
-        self.ws, self.user = ws, user
-        self.codec: MsgpackCodec | JsonCodec = MsgpackCodec() if binary else JsonCodec()
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        super().__init__(ws, binary)
+        self.user = user
         self.frames: asyncio.Queue[tuple[Signal, str, bytes]] = asyncio.Queue()
-        self._waiting: dict[Any, asyncio.Future[dict[str, Any]]] = {}
-        self._ids = itertools.count(1)
-        self._reader = asyncio.get_running_loop().create_task(self._read())
 
-    async def _read(self) -> None:
-        with contextlib.suppress(Exception):
-            async for frame in self.ws:
-                if isinstance(frame, bytes) and frame[:1] == b"\xc1":
-                    self.frames.put_nowait(parse_signal(frame))
-                    continue
-                msg = self.codec.decode_raw(frame)
-                if msg["type"] == "event":
-                    self.events.put_nowait(msg)
-                elif msg["type"] == "error" and msg.get("id") is None:
-                    self.errors.put_nowait(msg)
-                elif msg["type"] in ("result", "error", "welcome"):
-                    fut = self._waiting.pop(msg.get("id"), None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
-        for fut in self._waiting.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError("closed"))
-
-    async def call(self, msg_type: str, /, **fields: Any) -> dict[str, Any]:
-        rid = next(self._ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = fut
-        await self.ws.send(self.codec.encode_raw({"type": msg_type, "id": rid, **fields}))
-        return await asyncio.wait_for(fut, WAIT_S)
-
-    async def ok(self, msg_type: str, /, **fields: Any) -> Any:
-        reply = await self.call(msg_type, **fields)
-        assert reply["type"] == "result", reply
-        return reply["data"]
+    def _stream_frame(self, frame: bytes) -> None:
+        self.frames.put_nowait(parse_signal(frame))
 
     async def refused(self, msg_type: str, /, **fields: Any) -> str:
         reply = await self.call(msg_type, **fields)
@@ -109,15 +76,6 @@ class Party:
 
     async def error(self, timeout: float = WAIT_S) -> dict[str, Any]:
         return await asyncio.wait_for(self.errors.get(), timeout)
-
-    def abort(self) -> None:
-        self.ws.transport.abort()
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
 
 
 async def open_party(hub: RunningHub, user: str, *, binary: bool = True) -> Party:

@@ -70,16 +70,28 @@ class Peer:
         self.ws = ws
         self.codec: MsgpackCodec | JsonCodec = MsgpackCodec() if binary else JsonCodec()
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        #: errors that answer no request (about one-way messages or stream frames)
+        self.errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.stream_frames: asyncio.Queue[bytes] = asyncio.Queue()
         self._waiting: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
+    def _stream_frame(self, frame: bytes) -> None:
+        """A binary stream frame from the hub: kept raw here; subclasses parse their kind."""
+        self.stream_frames.put_nowait(frame)
+
     async def _read(self) -> None:
         with contextlib.suppress(Exception):
             async for frame in self.ws:
+                if isinstance(frame, bytes) and frame[:1] == b"\xc1":
+                    self._stream_frame(frame)
+                    continue
                 msg = self.codec.decode_raw(frame)
                 if msg["type"] == "event":
                     self.events.put_nowait(msg)
+                elif msg["type"] == "error" and msg.get("id") is None:
+                    self.errors.put_nowait(msg)
                 elif msg["type"] in ("result", "error", "welcome"):
                     fut = self._waiting.pop(msg.get("id"), None)
                     if fut is not None and not fut.done():
