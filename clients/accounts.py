@@ -13,6 +13,7 @@ refused, :class:`SessionEndedError` when the session is (401, or 403
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,6 +314,22 @@ async def directory(base_url: str, token: str, ids: list[str]) -> dict[str, Pers
         for uid, p in people.items()
         if isinstance(p, dict)
     }
+
+
+#: Ids per directory request (the server takes at most 256).
+DIRECTORY_BATCH = 100
+
+
+async def directory_all(base_url: str, token: str, ids: Iterable[str]) -> dict[str, Person]:
+    """:func:`directory` for any number of ids, :data:`DIRECTORY_BATCH` per request.
+
+    Raises what :func:`directory` raises.
+    """
+    wanted = sorted(set(ids))
+    found: dict[str, Person] = {}
+    for start in range(0, len(wanted), DIRECTORY_BATCH):
+        found.update(await directory(base_url, token, wanted[start : start + DIRECTORY_BATCH]))
+    return found
 
 
 def code_of(response: httpx.Response) -> str:

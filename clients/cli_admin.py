@@ -15,7 +15,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from clients.accounts import call, directory
+from clients.accounts import call, directory_all
 from clients.admin import AdminApi
 from clients.cli_session import AddCommand, Context, confirmed, say
 from clients.cli_text import refusals, stamp, table
@@ -53,13 +53,14 @@ async def _org(ctx: Context, api: AdminApi) -> str:
     return (await _me(ctx, api))[0]
 
 
-async def _who(api: AdminApi, user: str) -> str:
-    """``Name (u-...)``, or the id alone when the directory cannot tell."""
+async def _who(api: AdminApi, *users: str) -> dict[str, str]:
+    """``Name (u-...)`` of each of ``users`` (one directory request per 100), or the id
+    alone when the directory cannot tell."""
     try:
-        person = (await directory(api.base_url, api.token, [user])).get(user)
+        found = await directory_all(api.base_url, api.token, users)
     except (ApiError, TransportError):
-        person = None
-    return f"{person.name} ({user})" if person else user
+        found = {}
+    return {u: f"{found[u].name} ({u})" if u in found else u for u in users}
 
 
 def _invitation(name: str, code: str, until: float | None, ctx: Context) -> None:
@@ -119,7 +120,8 @@ async def reinvite(ctx: Context, api: AdminApi) -> int:
         "(`medhub-chat admin reset-mfa USER`)",
     ):
         out = await confirmed(ctx, lambda: api.reinvite(ctx.args.user))
-    _invitation(await _who(api, ctx.args.user), str(out["invitation"]), out.get("expires_at"), ctx)
+    who = (await _who(api, ctx.args.user))[ctx.args.user]
+    _invitation(who, str(out["invitation"]), out.get("expires_at"), ctx)
     return 0
 
 
@@ -135,7 +137,7 @@ def _user_action(call_name: str, done: str, conflict: str) -> Command:
             out: dict[str, Any] = await confirmed(
                 ctx, lambda: getattr(api, call_name)(ctx.args.user)
             )
-        say(f"{await _who(api, ctx.args.user)} {done}")
+        say(f"{(await _who(api, ctx.args.user))[ctx.args.user]} {done}")
         if out.get("invitation"):
             _invitation("them", str(out["invitation"]), out.get("expires_at"), ctx)
         return 0
@@ -157,8 +159,8 @@ async def care_add(ctx: Context, api: AdminApi) -> int:
     ):
         rid = await api.add_care(kind, a.actor, a.patient, a.consultation)
     what = f"consultation {a.consultation}" if a.consultation else kind.replace("_", " ")
-    say(f"care relationship {rid} recorded: {await _who(api, a.actor)}, "
-        f"{await _who(api, a.patient)}, {what}")  # fmt: skip
+    who = await _who(api, a.actor, a.patient)
+    say(f"care relationship {rid} recorded: {who[a.actor]}, {who[a.patient]}, {what}")
     return 0
 
 
@@ -174,10 +176,10 @@ async def care_list(ctx: Context, api: AdminApi) -> int:
     if not found:
         say("no care relationships yet: record one with `medhub-chat admin care add`")
         return 0
+    who = await _who(api, *(u for r in found for u in (r["actor_id"], r["patient_id"])))
     for r in found:
         what = f"consultation {r['ref_id']}" if r.get("ref_id") else str(r["kind"])
-        say(f"{r['id']}  {await _who(api, r['actor_id'])}, {await _who(api, r['patient_id'])}: "
-            f"{what.replace('_', ' ')}")  # fmt: skip
+        say(f"{r['id']}  {who[r['actor_id']]}, {who[r['patient_id']]}: {what.replace('_', ' ')}")
     return 0
 
 
@@ -198,8 +200,9 @@ async def delegation_grant(ctx: Context, api: AdminApi) -> int:
         "the same organisation",
     ):
         did = await api.grant_delegation(a.practitioner, a.secretary, a.scope)
-    say(f"delegation {did}: {await _who(api, a.secretary)} acts for "
-        f"{await _who(api, a.practitioner)} ({', '.join(a.scope)})")  # fmt: skip
+    who = await _who(api, a.secretary, a.practitioner)
+    say(f"delegation {did}: {who[a.secretary]} acts for {who[a.practitioner]} "
+        f"({', '.join(a.scope)})")  # fmt: skip
     return 0
 
 
@@ -223,9 +226,10 @@ async def delegation_list(ctx: Context, api: AdminApi) -> int:
     if not found:
         say("no delegations")
         return 0
+    who = await _who(api, *(u for d in found for u in (d["delegate_id"], d["practitioner_id"])))
     for d in found:
-        say(f"{d['id']}  {await _who(api, d['delegate_id'])} acts for "
-            f"{await _who(api, d['practitioner_id'])} ({', '.join(d['scopes'])})")  # fmt: skip
+        say(f"{d['id']}  {who[d['delegate_id']]} acts for {who[d['practitioner_id']]} "
+            f"({', '.join(d['scopes'])})")  # fmt: skip
     return 0
 
 

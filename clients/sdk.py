@@ -55,7 +55,7 @@ from clients.accounts import (
     SessionInfo,
     accept_invitation,
     confirm_enrolment,
-    directory,
+    directory_all,
     sign_in,
     sign_out,
 )
@@ -96,7 +96,6 @@ __all__ = [
 
 RETRYABLE = RETRYABLE_CODES
 #: Ids per directory request (bigger lists are asked for in several requests).
-DIRECTORY_BATCH = 100
 #: The highest seq a receipt may name; the hub clamps it to the conversation's last.
 LAST_SEQ = 2**53 - 1
 
@@ -142,13 +141,12 @@ class MedhubClient(Connection):
         if self._people is None:
             self._people = {}
         cache = self._people
-        missing = sorted({i for i in ids if i not in cache})
-        for start in range(0, len(missing), DIRECTORY_BATCH):
-            batch = missing[start : start + DIRECTORY_BATCH]
+        missing = {i for i in ids if i not in cache}
+        if missing:
             if self.token is None:
                 raise SessionEndedError("no_session")
-            found = await directory(self.base_url, self.token, batch)
-            for uid in batch:
+            found = await directory_all(self.base_url, self.token, missing)
+            for uid in missing:
                 cache[uid] = found.get(uid)
         return {i: p for i in ids if (p := cache.get(i)) is not None}
 
