@@ -403,10 +403,8 @@ def load_settings(
 
 def _check_ranges(s: Settings) -> None:
     positive = [name for name in FIELD_DOCS if name.startswith(("ws_", "audit_", "shutdown_"))]
-    positive += ["max_connections_per_address", "http_head_timeout_s"]
-    positive += [name for name in FIELD_DOCS if name.startswith("eeg_")]
-    positive += [name for name in FIELD_DOCS if name.startswith("calls_")]
-    positive += [name for name in FIELD_DOCS if name.startswith("records_")]
+    positive += ["max_connections_per_address", "http_head_timeout_s", "lockout_notice_ttl_s"]
+    positive += [name for name in FIELD_DOCS if name.startswith(("eeg_", "calls_", "records_"))]
     for name in positive:
         value = getattr(s, name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:

@@ -371,22 +371,10 @@ class Lockout:
         at = float(when.decode()) if when is not None else self._clock()
         return Notice(at, failures, raw_lock is not None)
 
-    async def account_state(self, account: str) -> LockState:
-        """Whether the account is locked for every address now (its own lock or hourly cap).
-
-        Pair locks (one address) are not the account's: its owner elsewhere
-        still signs in.
-        """
-        until = await self._locked_until(self._account, account)
-        if until is not None:
-            return LockState(True, "account_locked", until)
-        hour = await self._broker.get_value(f"acc:hour:{account}")
-        if hour is not None and int(hour) >= self.max_per_hour:
-            return LockState(True, "hourly_cap")
-        return LockState(False)
-
     async def accounts_locked(self, accounts: Sequence[str]) -> dict[str, bool]:
-        """:meth:`account_state` of many accounts at once (two batched broker reads)."""
+        """Whether each account is locked for every address now: its own lock or its
+        hourly cap (pair locks are one address's, not the account's). Two batched
+        broker reads."""
         locks = await self._broker.get_values([self._account.key("lock", a) for a in accounts])
         hours = await self._broker.get_values([f"acc:hour:{a}" for a in accounts])
         now = self._clock()

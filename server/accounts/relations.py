@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from server.accounts import access_log
-from server.accounts.store import new_id
 from server.accounts.tables import care_relationships, delegation_versions, delegations
 from server.policy import Delegation, Relationship
 from server.store.db import Database
+from server.store.ids import new_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.accounts import access_log
-from server.accounts.store import new_id
 from server.accounts.tables import sessions, users
 from server.store.db import Database
+from server.store.ids import new_id
 
 #: Microseconds between two writes of a session's last-seen time (idle timeout).
 TOUCH_EVERY_US = 60_000_000

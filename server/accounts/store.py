@@ -13,7 +13,6 @@ user writes a ``user_versions`` row in the same transaction.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +25,11 @@ from server.accounts.pii import UserCipher
 from server.accounts.tables import invitations, orgs, recovery_codes, user_versions, users
 from server.security.at_rest import normalise_email
 from server.store.db import Database
+from server.store.ids import new_id
 
 
 class DuplicateError(Exception):
     """A unique value (an email) is already taken."""
-
-
-def new_id(prefix: str) -> str:
-    """A pseudonymous random id: ``prefix-`` + 20 hex digits (80 bits)."""
-    return f"{prefix}-{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True, slots=True)

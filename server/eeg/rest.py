@@ -67,6 +67,7 @@ from server.eeg.schemas import (
     StreamOut,
 )
 from server.policy import Role
+from server.store.ids import new_id
 from server.store.jobs import write
 
 
@@ -196,7 +197,7 @@ class ExamApi:
         ordering = b.ordering_id or me.user.id
         now = int(time.time() * 1e6)
         people = policy.Exam(
-            store.new_id("e"),
+            new_id("e"),
             me.user.org_id,
             b.patient_id,
             ordering,

@@ -12,7 +12,6 @@ for a value that fails its integrity check, and the exceptions below.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +40,6 @@ class NotFound(Exception):
 
 class Conflict(Exception):
     """The target changed meanwhile (a stream taken over by another node, a deleted row)."""
-
-
-def new_id(prefix: str) -> str:
-    """A fresh random id ``<prefix>-<20 hex>`` (the accounts API's id shape)."""
-    return f"{prefix}-{secrets.token_hex(10)}"
 
 
 # -- exams -------------------------------------------------------------------------------
@@ -407,7 +401,7 @@ class Chunk:
 
     first: int
     count: int
-    data: bytes | None
+    data: bytes | bytearray | None  #: a bytearray once other frames were merged into it
     device_us: int | None = None
 
 
@@ -436,7 +430,7 @@ def store_chunks(
             continue
         if ch.first != end:
             raise ValueError(f"chunk at {ch.first} does not follow the stored end {end}")
-        sealed = None if ch.data is None else keys.seal(ch.data, _chunk_aad(sid, ch.first))
+        sealed = None if ch.data is None else keys.seal(bytes(ch.data), _chunk_aad(sid, ch.first))
         values.append(
             {
                 "stream_id": sid,

@@ -30,6 +30,7 @@ from server.records.sealing import RecordCipher
 from server.records.sniff import SNIFF_BYTES, media_type
 from server.records.tables import record_blobs
 from server.store.db import Database
+from server.store.ids import new_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class Contents:
         """
         if declared is not None and declared > self.max_bytes:
             raise ApiError("payload_too_large")
-        blob_id = store.new_id("b")
+        blob_id = new_id("b")
         now = int(time.time() * 1e6)
         kind = self.blobs.kind
         await self.db.run(lambda c: store.insert_blob(c, blob_id, cipher.record_id, kind, now))

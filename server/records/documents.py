@@ -27,6 +27,7 @@ from server.records.access import Access, Who
 from server.records.contents import Contents
 from server.records.sealing import RecordCipher, RecordKeys
 from server.records.store import Conflict, Document
+from server.store.ids import new_id
 from server.store.jobs import JobWriter
 
 TARGET = "record_document"
@@ -99,7 +100,7 @@ class Documents:
                 raise ApiError("bad_request", "no such consultation of this patient")
         now = _now()
         doc = Document(
-            store.new_id("d"),
+            new_id("d"),
             who.org_id,
             patient_id,
             consultation_id,

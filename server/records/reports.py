@@ -25,7 +25,8 @@ from server.records import store
 from server.records.access import Access, Who
 from server.records.reportstore import Header, Report
 from server.records.sealing import RecordKeys
-from server.records.store import Conflict, new_id
+from server.records.store import Conflict
+from server.store.ids import new_id
 from server.store.jobs import JobWriter
 
 TARGET = "record_report"

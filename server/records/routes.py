@@ -361,7 +361,7 @@ class RecordsApi:
             )
             name = f"{doc_id}.{EXTENSIONS.get(found.media_type, 'bin')}"
             return StreamingResponse(
-                _guarded(found.chunks, doc_id),
+                _guarded(found.chunks, "document"),
                 media_type=found.media_type,
                 headers=_file_headers(name, found.size),
             )
@@ -429,7 +429,8 @@ def _file_headers(name: str, size: int | None) -> dict[str, str]:
 
 
 async def _guarded(chunks: AsyncIterator[bytes], what: str) -> AsyncIterator[bytes]:
-    """``chunks``, logging (without content) a failure once the answer has started."""
+    """``chunks``, logging a failure once the answer has started: ``what`` is a kind
+    ("document", "export"), never an id (the line's request id leads to the audit entry)."""
     try:
         async for chunk in chunks:
             yield chunk

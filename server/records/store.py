@@ -12,7 +12,6 @@ that does not open, SQLAlchemy errors otherwise.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
@@ -59,11 +58,6 @@ async def commit(jobs: JobWriter, fn: Callable[[Connection], tuple[T, list[Audit
     if isinstance(value, REFUSALS):
         raise value
     return cast(T, value)
-
-
-def new_id(prefix: str) -> str:
-    """A fresh pseudonymous id: ``prefix`` + ``-`` + 80 random bits in hex."""
-    return f"{prefix}-{secrets.token_hex(10)}"
 
 
 # -- data keys ----------------------------------------------------------------------------
