@@ -267,6 +267,8 @@ Micros = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AnnotationKind = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 AnnotationText = Annotated[str, msgspec.Meta(max_length=512)]
+#: A stimulation frequency (photic stimulation), Hz.
+StimulusHz = Annotated[float, msgspec.Meta(gt=0, le=1000)]
 #: Channels of a stream, at most.
 MAX_CHANNELS: Final = 512
 
@@ -402,7 +404,7 @@ class EegAnnotate(Request, tag="eeg.annotate", frozen=True):
     text: AnnotationText
     duration: Index = 0
     kind: AnnotationKind = "note"
-    frequency_hz: Annotated[float, msgspec.Meta(gt=0, le=1000)] | None = None
+    frequency_hz: StimulusHz | None = None
     max_bytes: ClassVar[int] = 2048
 
 
@@ -416,7 +418,7 @@ class EegAnnotationEdit(Request, tag="eeg.annotation_edit", frozen=True):
     text: AnnotationText
     duration: Index = 0
     kind: AnnotationKind = "note"
-    frequency_hz: Annotated[float, msgspec.Meta(gt=0, le=1000)] | None = None
+    frequency_hz: StimulusHz | None = None
     max_bytes: ClassVar[int] = 2048
 
 

@@ -216,6 +216,8 @@ class Recording:
             and chunk.data is not None
             and len(last.data) + len(chunk.data) <= CHUNK_BYTES
         ):
+            if not isinstance(last.data, bytearray):  # appended in place from now on
+                last.data = bytearray(last.data)
             last.data += chunk.data
             last.count += chunk.count
         else:
