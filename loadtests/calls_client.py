@@ -30,14 +30,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import secrets
 import time
 from typing import Any
 
 from loadtests import seed
-from loadtests.ws_client import RawWs, apply_mask, upgrade_request
+from loadtests.ws_client import RawWs, client_frame, upgrade_request
 from protocol.calls import Signal, signal_frame
 from protocol.codec import SUBPROTOCOL_MSGPACK
 
@@ -67,17 +66,10 @@ def candidate(n: int) -> dict[str, Any]:
             "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "Ab3d"}  # fmt: skip
 
 
-def masked(payload: bytes, opcode: int) -> bytes:
-    """A client frame carrying ``payload``, masked once (reused for every send)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes([0x80 | opcode, 0x80 | n])
-    elif n < 65536:
-        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    return head + mask + apply_mask(payload, mask)
+#: How a relayed message starts: the hub's ``call`` stream frames; PeerJS's relayed types
+#: (its server re-serialises with ``type`` first). Anything else is not a relayed message.
+RELAYED_HUB = (b"\xc1",)
+RELAYED_PEERJS = (b'{"type":"OFFER"', b'{"type":"ANSWER"', b'{"type":"CANDIDATE"')
 
 
 def hub_cycle(call: str) -> list[bytes]:
@@ -86,7 +78,7 @@ def hub_cycle(call: str) -> list[bytes]:
     frames.append(signal_frame(Signal.ANSWER, call, ANSWER_SDP.encode()))
     for n in range(CANDIDATES):
         frames.append(signal_frame(Signal.CANDIDATE, call, json.dumps(candidate(n)).encode()))
-    return [masked(f, 0x2) for f in frames]
+    return [client_frame(f, 0x2) for f in frames]
 
 
 def peerjs_cycle(dst: str) -> list[bytes]:
@@ -103,7 +95,7 @@ def peerjs_cycle(dst: str) -> list[bytes]:
             {"type": "CANDIDATE", "payload": {"candidate": candidate(n), "type": "media",
              "connectionId": conn}, "dst": dst}
         )  # fmt: skip
-    return [masked(json.dumps(m).encode(), 0x1) for m in messages]
+    return [client_frame(json.dumps(m).encode(), 0x1) for m in messages]
 
 
 class BounceWs(RawWs):
@@ -116,19 +108,24 @@ class BounceWs(RawWs):
         self.i = 0
         self.out: list[bytes] = []
         self.state: dict[str, int] | None = None
+        self.relayed: tuple[bytes, ...] = ()
 
     def next(self) -> bytes:
         frame = self.cycle[self.i]
         self.i = (self.i + 1) % len(self.cycle)
         return frame
 
-    def relay(self, cycle: list[bytes], state: dict[str, int]) -> None:
-        """Switch to relay mode."""
-        self.cycle, self.state = cycle, state
+    def relay(self, cycle: list[bytes], state: dict[str, int], relayed: tuple[bytes, ...]) -> None:
+        """Switch to relay mode: a frame starting with one of ``relayed`` is a relayed
+        message (counted, answered); any other (an error, a notice) is counted apart."""
+        self.cycle, self.state, self.relayed = cycle, state, relayed
         self.on_frame = self._bounce
 
     def _bounce(self, ws: RawWs, payload: bytes) -> None:
         assert self.state is not None
+        if not payload.startswith(self.relayed):
+            self.state["unexpected"] += 1
+            return
         self.state["received"] += 1
         self.out.append(self.next())
 
@@ -219,9 +216,10 @@ async def main(args: argparse.Namespace) -> None:
         socks = await hub_pairs(args.port, seed.read_tokens(args.tokens), args.pairs)
     else:
         socks = await peerjs_pairs(args.port, args.pairs)
-    state = {"received": 0}
+    state = {"received": 0, "unexpected": 0}
+    relayed = RELAYED_HUB if args.server == "hub" else RELAYED_PEERJS
     for ws, cycle in socks:
-        ws.relay(cycle, state)
+        ws.relay(cycle, state, relayed)
     for ws, _ in socks:  # the window: each socket starts with this many messages in flight
         ws.out = [ws.next() for _ in range(args.window)]
         ws.flush()
@@ -233,7 +231,8 @@ async def main(args: argparse.Namespace) -> None:
     print("DONE", flush=True)
     dead = sum(1 for ws, _ in socks if not ws.open)
     print(json.dumps({"received": received, "per_s": received / elapsed, "seconds": elapsed,
-                      "cpu_s": cpu - start_cpu, "closed_sockets": dead}), flush=True)  # fmt: skip
+                      "cpu_s": cpu - start_cpu, "closed_sockets": dead,
+                      "unexpected": state["unexpected"]}), flush=True)  # fmt: skip
     for ws, _ in socks:
         ws.abort()
 
