@@ -277,7 +277,7 @@ def serve_hub(port: int, data_dir: str, viewers: int) -> None:
     from protocol.errors import ErrorCode
     from server.app import build_app
     from server.auth import AuthError, Principal
-    from server.config import load_settings
+    from server.config import Settings, load_settings
     from server.logs import configure_logging
     from server.serve import HubServer, uvicorn_config
 
@@ -295,7 +295,12 @@ def serve_hub(port: int, data_dir: str, viewers: int) -> None:
 
     raise_nofile_limit()
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    settings = load_settings(environ={}, overrides=bench_overrides(data_dir, "warning"))
+    overrides = bench_overrides(data_dir, "warning")
+    # users' limits: the bench client's raised message budget is not needed here (a viewer
+    # sends a few requests; samples travel in stream frames, whose budget is the default)
+    for name in ("ws_rate_per_s", "ws_rate_burst"):
+        overrides[name] = getattr(Settings(), name)
+    settings = load_settings(environ={}, overrides=overrides)
     configure_logging(settings.log_level, settings.log_json)
     asyncio.run(_seed(settings, viewers))
     app = build_app(settings, authenticator=EegBenchAuthenticator(), migrate=False)
