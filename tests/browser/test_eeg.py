@@ -5,10 +5,12 @@ media/eeg/synth.py, in real time) streams an exam; the interpreter opens it
 from their home, sees the traces advance, switches montage and filters (the
 channel labels become bipolar pairs), scrolls back and returns to live, and
 annotates; the technician's exam page (another browser context) shows the
-annotation as it is made, then starts and stops a synthetic stream from the
-browser, which the interpreter reads back as a finished recording. An
-interpreter of the organisation who is not assigned is refused. The browser's
-binary frame code is checked against protocol/vectors/eeg/frames.json.
+annotation as it is made (its viewer keeps drawing when the technician opens the
+recording's own page and comes back: viewers on one hub socket share its watch),
+then starts and stops a synthetic stream from the browser, which the interpreter
+reads back as a finished recording. An interpreter of the organisation who is
+not assigned is refused. The browser's binary frame code is checked against
+protocol/vectors/eeg/frames.json.
 Screenshots: docs/screenshots/eeg-viewer-{en,fr}.png, eeg-technician-{en,fr}.png.
 """
 
@@ -180,10 +182,19 @@ async def test_interpreter_watches_filters_and_annotates_live(tmp_path: Path) ->
                 timeout=WAIT_MS
             )
             await expect(tp.locator(".eeg-status")).to_contain_text("Live", timeout=WAIT_MS)
-            # Known defect (issue 14 stays open): a second viewer opened while the stream
-            # runs sometimes stops drawing new samples (about 1 run in 3 on a busy machine).
-            # `await advances(tp)` here catches it; it is out of CI until the viewer session
-            # (js/eeg/session.js) is fixed, so that the rest of this test keeps running.
+            await advances(tp)
+            # the recording's own page: its viewer opens while the exam page's one closes on
+            # the same hub socket (the closing one must not end the new one's watch)
+            await tp.locator(f".eeg-streams li[data-stream='{sid}'] a").click()
+            await expect(tp.locator("#eeg-title")).to_contain_text(sid)
+            await expect(tp.locator(".eeg-status")).to_contain_text("Live", timeout=WAIT_MS)
+            await advances(tp)
+            await advances(tp)
+            await tp.go_back()
+            await expect(tp.locator(f".eeg-viewer[data-stream='{sid}']")).to_be_visible(
+                timeout=WAIT_MS
+            )
+            await advances(tp)
 
             # -- an annotation by a click on the traces; the technician sees it live --
             box = await ip.locator("canvas.eeg-canvas").bounding_box()

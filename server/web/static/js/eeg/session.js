@@ -9,6 +9,12 @@
 // scrolled back, a finished recording). Ranges the hub reports `missing` are
 // gaps of the recording: drawn as such, never asked again.
 //
+// The hub keeps one view of a stream per socket, and eeg.unwatch ends it for
+// the socket: sessions of one hub connection watching one stream (a page
+// rendered again while its old viewer is still closing, two viewers of one
+// stream) therefore share the view the first one chose, and only the last one
+// to close unwatches.
+//
 // Events: "data" {first, count} (outputs held), "annotations", "state"
 // ({state: live|closed|revoked|error}).
 
@@ -17,6 +23,22 @@ import { calibration, decodeView, streamNumber, unwrapDevice, VIEW_KIND } from "
 import { Ranges, SampleStore } from "./store.js";
 
 const IN_FLIGHT = 4;
+
+const watching = new WeakMap(); // hub -> Map(stream id -> Set of open EegSessions)
+
+function peers(hub, sid) {
+  let streams = watching.get(hub);
+  if (!streams) {
+    streams = new Map();
+    watching.set(hub, streams);
+  }
+  let set = streams.get(sid);
+  if (!set) {
+    set = new Set();
+    streams.set(sid, set);
+  }
+  return set;
+}
 
 /** The view to ask for: raw unless the stream is more than twice what `columnsPerS` needs. */
 export function viewFor(rate, columnsPerS) {
@@ -54,6 +76,7 @@ export class EegSession extends EventTarget {
 
   /** Watch the stream; rejects with HubError (forbidden, not_found ...) like the hub answers. */
   async open() {
+    peers(this.hub, this.sid).add(this);
     this.hub.addEventListener("stream", this._onStream);
     this.hub.addEventListener("event", this._onEvent);
     this.hub.addEventListener("welcome", this._onWelcome);
@@ -71,14 +94,20 @@ export class EegSession extends EventTarget {
     this.hub.removeEventListener("stream", this._onStream);
     this.hub.removeEventListener("event", this._onEvent);
     this.hub.removeEventListener("welcome", this._onWelcome);
-    if (this.state === "live" || this.state === "closed") {
+    const others = peers(this.hub, this.sid);
+    others.delete(this);
+    if (!others.size && (this.state === "live" || this.state === "closed")) {
       this.hub.request("eeg.unwatch", { stream: this.sid }, { waitS: 1 }).catch(() => {});
     }
     this.state = "gone";
   }
 
   async _watch() {
-    const ask = this.meta ? this._ask : null;
+    // the view already watched on this socket (see the top of the file), else this one's
+    let ask = this.meta ? this._ask : null;
+    for (const other of peers(this.hub, this.sid)) {
+      if (!ask && other !== this && other._ask) ask = this._ask = other._ask;
+    }
     let reply;
     if (ask) {
       reply = await this.hub.request("eeg.watch", { stream: this.sid, ...ask });
@@ -147,12 +176,13 @@ export class EegSession extends EventTarget {
       return;
     }
     if (f.mode === "envelope" || f.factor !== this.factor) return; // not the view drawn here
+    const skipped = !f.backfill && f.first > this.expected ? [this.expected, f.first] : null;
     if (!f.backfill) {
-      if (f.first > this.expected) this.want(this.expected, f.first); // frames skipped
       this.expected = Math.max(this.expected, f.first + f.count);
       if (f.device) this._device(f.device);
     }
     this.store.put(f.first, f.count, f.values);
+    if (skipped) this.want(...skipped); // frames skipped (asked once `end` is past them)
     this.dispatchEvent(new CustomEvent("data", { detail: { first: f.first, count: f.count, live: !f.backfill } }));
   }
 
