@@ -152,6 +152,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     eeg_persist_interval_s: float = 0.5
     eeg_max_gap_s: float = 3600.0
     eeg_fill_timeout_s: float = 2.0
+    eeg_publish_queue_bytes: int = 16777216
 
     # -- medical records (server/records) ------------------------------------------
     records_max_upload_bytes: int = 268435456
@@ -305,6 +306,11 @@ FIELD_DOCS: dict[str, str] = {
     "skipped samples become an explicit gap); a larger jump is refused bad_request",
     "eeg_fill_timeout_s": "seconds a node waits for the node recording a stream to send its "
     "buffered samples (a viewer's first watch there); then it reads them from the store",
+    "eeg_publish_queue_bytes": "bytes of EEG sample frames a node may hold for the broker "
+    "(queued or being sent; at least 65536): past it, while the broker is slow or down, further "
+    "frames are not sent to the other nodes (medhub_eeg_publish_dropped_total, one warning per "
+    "episode); the recording and this node's viewers lose nothing, viewers on other nodes get "
+    "a gap there",
     "records_max_upload_bytes": "bytes one document upload may hold; a larger Content-Length "
     "is refused before reading, a longer body as soon as the count passes it (413)",
     "records_chunk_bytes": "bytes of a document per encrypted chunk (4096..4194304): what is "
@@ -423,6 +429,8 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError(
             f"audit_retention_days must be at least {MIN_RETENTION_DAYS} (one year, HDS)"
         )
+    if s.eeg_publish_queue_bytes < 65536:
+        raise ConfigError("eeg_publish_queue_bytes must be at least 65536")
     _check_records(s)
     _check_retired_keys(s)
 

@@ -33,6 +33,11 @@ class EegMetrics:
             ["source"],
             registry=registry,
         )
+        self.publish_dropped = Counter(
+            "medhub_eeg_publish_dropped",
+            "EEG sample frames not published to other nodes: eeg_publish_queue_bytes reached",
+            registry=registry,
+        )
 
     def count(self, result: str, n: int) -> None:
         """Count ``n`` samples of ``result`` (accepted, duplicate, gap, persist_failure)."""

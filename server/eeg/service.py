@@ -106,7 +106,12 @@ class Eeg(Capability):
         channels.define(ChannelClass("eeg", Delivery.RELIABLE, recovery))
         channels.define(ChannelClass("eegv", Delivery.LOSSY, gap_marker=gap_marker, local=True))
         channels.on_inbox(UNASSIGNED, self._on_unassigned)
-        self.publisher = OrderedPublisher(node.broker, node.supervisor)
+        self.publisher = OrderedPublisher(
+            node.broker,
+            node.supervisor,
+            max_bytes=s.eeg_publish_queue_bytes,
+            on_dropped=self.metrics.publish_dropped.inc,
+        )
         self.relay = Relay(
             node.broker, self.publisher.publish, node.node_id, lambda sid: self.feeds.get(sid)
         )
