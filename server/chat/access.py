@@ -1,9 +1,11 @@
 """Authorisation and audit of chat requests (split from :mod:`server.chat.service`).
 
 Every decision goes through :mod:`server.policy` (rule 5) and is audited:
-refusals as ``denied`` with the policy's reason. Decisions are cached per
-(user, conversation, action) for ``ttl_s`` seconds: a revoked right stops
-working within that time.
+refusals as ``denied`` with the policy's reason. Allowed decisions are cached
+per (user, conversation, action) for at most ``ttl_s`` seconds, with one read
+per key at a time (:class:`server.decisions.DecisionCache`): a revoked right
+stops working within that time, and at once on this node when
+:meth:`ChatAccess.forget` is called.
 
 Audit entries carry pseudonymous ids only. An id supplied by a client that
 the audit trail would reject (``AuditEvent`` raises ``ValueError``, e.g.
@@ -12,8 +14,6 @@ malformed id is refused with its proper code, never answered ``internal``.
 """
 
 from __future__ import annotations
-
-import time
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +24,7 @@ from server.audit.events import Action as AuditAction
 from server.audit.events import AuditEvent, AuditRecorder, audit_id
 from server.audit.events import Result as AuditResult
 from server.chat import store
+from server.decisions import DecisionCache
 from server.facts import Facts, subject_of
 from server.policy import Action
 from server.router import HandlerError, RequestContext
@@ -39,7 +40,8 @@ class ChatAccess:
     ) -> None:
         self.db, self.keys, self.facts, self.recorder = db, keys, facts, audit
         self.ttl_s = ttl_s
-        self._cache: dict[tuple[str, str | None, str, str], tuple[float, store.Conversation]] = {}
+        self._cache: DecisionCache[tuple[str, str | None, str, str], store.Conversation]
+        self._cache = DecisionCache(ttl_s)
 
     def event(
         self, ctx: RequestContext, action: AuditAction, target_type: str, target_id: str,
@@ -77,8 +79,7 @@ class ChatAccess:
 
     def forget(self, user_id: str) -> None:
         """Drop the cached decisions of ``user_id`` (their rights changed)."""
-        for key in [k for k in self._cache if k[0] == user_id]:
-            del self._cache[key]
+        self._cache.forget(lambda key, _conv: key[0] == user_id)
 
     async def subject(self, ctx: RequestContext) -> policy.Subject:
         """The caller as a policy subject."""
@@ -95,26 +96,16 @@ class ChatAccess:
         """
         p = ctx.principal
         key = (p.user_id, p.acting_for, conv_id, action.value)
-        now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        keys = self.keys
-
-        def read(c: Connection) -> tuple[store.Conversation | None, store.Member | None]:
-            conv = store.conversation(c, keys, conv_id)
-            return conv, store.member(c, conv_id, p.user_id) if conv else None
-
+        if hit is not None:
+            return hit
         try:
-            conv, mine = await self.db.run(read, readonly=True)
-            if conv is None:
-                raise self.deny_missing(ctx, conv_id)
-            subject = await self.subject(ctx)
-            rels = frozenset[policy.Relationship]()
-            if conv.patient_id is not None:
-                rels = await self.facts.relationships_of([conv.patient_id])
+            found, stamp = await self._cache.read(key, lambda: self._facts_of(ctx, conv_id))
         except SQLAlchemyError as exc:
             raise HandlerError(ErrorCode.UNAVAILABLE, "store unavailable") from exc
+        if found is None:
+            raise self.deny_missing(ctx, conv_id)
+        conv, mine, subject, rels = found
         decision = policy.conversation_access(
             subject,
             action,
@@ -128,7 +119,33 @@ class ChatAccess:
         )  # fmt: skip
         if not decision:
             raise self.deny(ctx, "conversation", conv_id, decision.reason)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (now + self.ttl_s, conv)
+        self._cache.put(key, conv, stamp)
         return conv
+
+    async def _facts_of(
+        self, ctx: RequestContext, conv_id: str
+    ) -> (
+        tuple[
+            store.Conversation,
+            store.Member | None,
+            policy.Subject,
+            frozenset[policy.Relationship],
+        ]
+        | None
+    ):
+        """What a decision on ``conv_id`` needs (shared by the callers of one key); None
+        when the conversation does not exist."""
+        keys, user_id = self.keys, ctx.principal.user_id
+
+        def read(c: Connection) -> tuple[store.Conversation | None, store.Member | None]:
+            conv = store.conversation(c, keys, conv_id)
+            return conv, store.member(c, conv_id, user_id) if conv else None
+
+        conv, mine = await self.db.run(read, readonly=True)
+        if conv is None:
+            return None
+        subject = await self.subject(ctx)
+        rels = frozenset[policy.Relationship]()
+        if conv.patient_id is not None:
+            rels = await self.facts.relationships_of([conv.patient_id])
+        return conv, mine, subject, rels

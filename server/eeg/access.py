@@ -10,8 +10,6 @@ open is re-checked at each request.
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy.engine import Connection
 
 from protocol.errors import ErrorCode
@@ -19,6 +17,7 @@ from server import policy
 from server.audit.events import Action as AuditAction
 from server.audit.events import AuditEvent, AuditRecorder, audit_id
 from server.audit.events import Result as AuditResult
+from server.decisions import DecisionCache
 from server.eeg import store
 from server.policy import Action
 from server.router import HandlerError, RequestContext
@@ -36,7 +35,8 @@ class EegAccess:
         self, db: Database, keys: Keyring, audit: AuditRecorder, ttl_s: float = ACCESS_TTL_S
     ) -> None:
         self.db, self.keys, self.recorder, self.ttl_s = db, keys, audit, ttl_s
-        self._cache: dict[tuple[str, str, str], tuple[float, store.StreamRow, store.ExamRow]] = {}
+        self._cache: DecisionCache[tuple[str, str, str], tuple[store.StreamRow, store.ExamRow]]
+        self._cache = DecisionCache(ttl_s)
 
     def event(
         self,
@@ -89,9 +89,12 @@ class EegAccess:
 
     def forget(self, user_id: str | None = None, exam_id: str | None = None) -> None:
         """Drop cached decisions of ``user_id``, or about ``exam_id`` (or all)."""
-        for key, (_, _, exam) in list(self._cache.items()):
-            if (user_id is None or key[0] == user_id) and (exam_id is None or exam.id == exam_id):
-                del self._cache[key]
+        self._cache.forget(
+            lambda key, found: (
+                (user_id is None or key[0] == user_id)
+                and (exam_id is None or found[1].id == exam_id)
+            )
+        )
 
     @staticmethod
     def subject(ctx: RequestContext) -> policy.Subject:
@@ -121,23 +124,22 @@ class EegAccess:
         ``action`` is allowed; raises HandlerError (audited)."""
         p = ctx.principal
         key = (p.user_id, sid, action.value)
-        now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1], hit[2]
+        if hit is not None:
+            return hit
         keys = self.keys
 
-        def read(c: Connection) -> tuple[store.StreamRow | None, store.ExamRow | None]:
+        def read(c: Connection) -> tuple[store.StreamRow, store.ExamRow] | None:
             row = store.get_stream(c, sid)
-            return row, store.get_exam(c, keys, row.exam_id) if row is not None else None
+            exam = store.get_exam(c, keys, row.exam_id) if row is not None else None
+            return (row, exam) if row is not None and exam is not None else None
 
-        row, exam = await self.db.run(read, readonly=True)
-        if row is None or exam is None:
+        found, stamp = await self._cache.read(key, lambda: self.db.run(read, readonly=True))
+        if found is None:
             raise self.missing(ctx, "eeg_stream", sid)
+        row, exam = found
         decision = policy.eeg_access(self.subject(ctx), action, exam.people)
         if not decision:
             raise self.deny(ctx, "eeg_stream", sid, decision.reason)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (now + self.ttl_s, row, exam)
+        self._cache.put(key, found, stamp)
         return row, exam
