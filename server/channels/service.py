@@ -53,7 +53,7 @@ import msgpack
 from prometheus_client import CollectorRegistry, Counter
 
 from protocol.streams import is_stream_frame
-from server.broker.base import Broker, BrokerError
+from server.broker.base import MAX_PAYLOAD_BYTES, Broker, BrokerError
 from server.channels.model import Attachment, Channel, ChannelClass, to_json
 from server.channels.reliable import FILL_ATTEMPTS, ReliableEngine
 from server.peer import Peer
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 #: Channel name prefix of the per-user inboxes.
 INBOX = "inbox"
+#: Bytes of event frames per broker message of a commit (a quarter of the broker's limit).
+PUBLISH_CHUNK_BYTES = MAX_PAYLOAD_BYTES // 4
 
 #: A handler of one inbox kind: (user id, that user's sockets on this node, data).
 InboxHandler = Callable[[str, list[Peer], Any], None]
@@ -320,7 +322,16 @@ class ChannelService:
         ch = self._channels.get(name)
         if ch is not None and ch.reliable is not None:
             self.reliable.arrived(ch, events)
-        self.publish_raw(name, msgpack.packb({"e": [list(e) for e in events]}))
+        # One broker message per run of events, each well under the broker's payload
+        # limit: a commit of a large batch (thousands of messages) would not fit in one,
+        # and a publish the broker refuses loses the whole batch for the other nodes.
+        start, size = 0, 0
+        for i, (_, frame) in enumerate(events):
+            if size + len(frame) > PUBLISH_CHUNK_BYTES and i > start:
+                self.publish_raw(name, msgpack.packb({"e": [list(e) for e in events[start:i]]}))
+                start, size = i, 0
+            size += len(frame) + 16
+        self.publish_raw(name, msgpack.packb({"e": [list(e) for e in events[start:]]}))
 
     def publish(self, name: str, frame: bytes) -> asyncio.Future[None]:
         """Send an unsequenced msgpack event frame to ``name``'s followers on every node.

@@ -329,3 +329,18 @@ async def test_a_crowded_channel_is_served_over_several_loop_steps_in_order(node
     for _ in range(10):
         await asyncio.sleep(0)
     assert all(fake.seqs() == [1, 2] for fake, _ in crowd)  # everyone, in order, once
+
+
+async def test_a_commit_too_large_for_one_broker_message_reaches_every_node(nodes: Any) -> None:
+    store = Store()
+    here, there = await nodes(store), await nodes(store)  # no periodic check: broker only
+    remote, remote_p = peer("bob", "b", max_messages=4096)
+    await there.channels.attach(remote_p, CH)
+
+    # 1,500 events of ~1 KiB in one commit: about 1.5 MiB, over the broker's 1 MiB limit
+    batch = [store.commit(CH, "x" * 1000) for _ in range(1500)]
+    here.channels.committed(CH, batch)
+    await remote.wait_for(lambda p: p.seqs() == list(range(1, 1501)))
+    await here.supervisor.wait_spawned(1.0)
+    assert here.metric("medhub_channel_publish_failures_total") == 0
+    assert there.metric("medhub_channel_gap_fills_total") == 0  # none went missing
