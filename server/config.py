@@ -208,7 +208,7 @@ FIELD_DOCS: dict[str, str] = {
     "gil_switch_interval_s": "seconds a thread holds the interpreter lock before another may "
     "take it (sys.setswitchinterval; CPython's default is 0.005): shorter, the database "
     "thread waits less behind a busy event loop (chat p99 at 1,000 msg/s: 134 ms at 0.005, "
-    "76 ms at 0.001, no better below; docs/benchmarks.md)",
+    "76 ms at 0.001, no better below; docs/architecture.md)",
     "gc_thresholds": "garbage-collector thresholds (gen0 allocations, gen1 and gen2 runs; "
     "list of 3 ints; empty: CPython's default); start-up objects are frozen either way",
     "trusted_proxies": "addresses whose X-Forwarded-For is believed (list of IPs)",
