@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 
 #: Channel name prefix of the per-user inboxes.
 INBOX = "inbox"
-#: Bytes of event frames per broker message of a commit (a quarter of the broker's limit).
+#: Bytes of event frames per broker message of a commit: a quarter of the broker's limit,
+#: which leaves far more than msgpack's few bytes per event of room.
 PUBLISH_CHUNK_BYTES = MAX_PAYLOAD_BYTES // 4
 
 #: A handler of one inbox kind: (user id, that user's sockets on this node, data).
@@ -325,13 +326,15 @@ class ChannelService:
         # One broker message per run of events, each well under the broker's payload
         # limit: a commit of a large batch (thousands of messages) would not fit in one,
         # and a publish the broker refuses loses the whole batch for the other nodes.
-        start, size = 0, 0
-        for i, (_, frame) in enumerate(events):
-            if size + len(frame) > PUBLISH_CHUNK_BYTES and i > start:
-                self.publish_raw(name, msgpack.packb({"e": [list(e) for e in events[start:i]]}))
-                start, size = i, 0
-            size += len(frame) + 16
-        self.publish_raw(name, msgpack.packb({"e": [list(e) for e in events[start:]]}))
+        run: list[list[object]] = []
+        size = 0
+        for seq, frame in events:
+            if run and size + len(frame) > PUBLISH_CHUNK_BYTES:
+                self.publish_raw(name, msgpack.packb({"e": run}))
+                run, size = [], 0
+            run.append([seq, frame])
+            size += len(frame)
+        self.publish_raw(name, msgpack.packb({"e": run}))
 
     def publish(self, name: str, frame: bytes) -> asyncio.Future[None]:
         """Send an unsequenced msgpack event frame to ``name``'s followers on every node.
