@@ -36,6 +36,11 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 
+def spread_ttl(ttl_s: float, jitter: float = 0.25) -> float:
+    """A lifetime drawn between ``(1 - jitter) * ttl_s`` and ``ttl_s`` (never longer)."""
+    return ttl_s * (1 - jitter * random.random())  # a spread, not a secret
+
+
 class DecisionCache(Generic[K, V]):
     """Values by key for at most ``ttl_s`` seconds; see the module docstring.
 
@@ -101,8 +106,7 @@ class DecisionCache(Generic[K, V]):
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        life = self.ttl_s * (1 - self.jitter * random.random())  # a spread, not a secret
-        self._entries[key] = (time.monotonic() + life, value)
+        self._entries[key] = (time.monotonic() + spread_ttl(self.ttl_s, self.jitter), value)
 
     def forget(self, match: Callable[[K, V], bool] | None = None) -> int:
         """Drop the entries ``match`` accepts (all without it); void reads under way.

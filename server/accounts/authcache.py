@@ -25,11 +25,12 @@ oldest entries go first. Not thread-safe: event loop only.
 
 from __future__ import annotations
 
-import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from server.decisions import spread_ttl
 
 V = TypeVar("V")
 
@@ -75,8 +76,8 @@ class AuthCache(Generic[V]):
             self._drop(key)
         while len(self._entries) >= self.max_entries:
             self._drop(next(iter(self._entries)))
-        life = self.ttl_s * (1 - 0.25 * random.random())  # a spread, not a secret
-        self._entries[key] = _Entry(value, user_id, session_id, time.monotonic() + life)
+        expires = time.monotonic() + spread_ttl(self.ttl_s)
+        self._entries[key] = _Entry(value, user_id, session_id, expires)
         self._by_user.setdefault(user_id, set()).add(key)
 
     def _drop(self, key: bytes) -> None:
