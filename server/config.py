@@ -32,6 +32,8 @@ from server.security.crypto import KEY_ID_PATTERN
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "MEDHUB_"
+#: Smallest ``eeg_publish_queue_bytes`` accepted: a few frames.
+EEG_PUBLISH_QUEUE_MIN_BYTES = 65536
 #: Days audit entries are kept at least, whatever the settings (HDS: one year).
 MIN_RETENTION_DAYS = 366
 SECRET_FIELDS = ("secret_at_rest_key", "secret_totp_key", "secret_turn", "secret_audit_key")
@@ -430,8 +432,8 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError(
             f"audit_retention_days must be at least {MIN_RETENTION_DAYS} (one year, HDS)"
         )
-    if s.eeg_publish_queue_bytes < 65536:
-        raise ConfigError("eeg_publish_queue_bytes must be at least 65536")
+    if s.eeg_publish_queue_bytes < EEG_PUBLISH_QUEUE_MIN_BYTES:
+        raise ConfigError(f"eeg_publish_queue_bytes must be at least {EEG_PUBLISH_QUEUE_MIN_BYTES}")
     _check_records(s)
     _check_retired_keys(s)
 

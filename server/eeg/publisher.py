@@ -53,13 +53,14 @@ import logging
 from collections.abc import Callable
 
 from server.broker.base import Broker, BrokerError
+from server.config import EEG_PUBLISH_QUEUE_MIN_BYTES
 from server.eeg.feed import samples_message, topic_of
 from server.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
-#: Smallest ``max_bytes`` accepted (the setting's lower bound): a few frames.
-MIN_QUEUE_BYTES = 65536
+#: Smallest ``max_bytes`` accepted (the setting's lower bound).
+MIN_QUEUE_BYTES = EEG_PUBLISH_QUEUE_MIN_BYTES
 
 _SAMPLES_TOPIC = topic_of("")  # "eegraw:"
 _SAMPLES_TAG = samples_message(b"")  # b"F"
