@@ -39,7 +39,6 @@ class ChatAccess:
         self, db: Database, keys: Keyring, facts: Facts, audit: AuditRecorder, ttl_s: float
     ) -> None:
         self.db, self.keys, self.facts, self.recorder = db, keys, facts, audit
-        self.ttl_s = ttl_s
         self._cache: DecisionCache[tuple[str, str | None, str, str], store.Conversation]
         self._cache = DecisionCache(ttl_s)
 

@@ -34,7 +34,7 @@ class EegAccess:
     def __init__(
         self, db: Database, keys: Keyring, audit: AuditRecorder, ttl_s: float = ACCESS_TTL_S
     ) -> None:
-        self.db, self.keys, self.recorder, self.ttl_s = db, keys, audit, ttl_s
+        self.db, self.keys, self.recorder = db, keys, audit
         self._cache: DecisionCache[tuple[str, str, str], tuple[store.StreamRow, store.ExamRow]]
         self._cache = DecisionCache(ttl_s)
 
