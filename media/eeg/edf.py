@@ -12,6 +12,12 @@ channel's value nearest to zero and is marked by a ``gap`` annotation, since
 EDF+C has no holes. The export runs from the stored chunks after the fact, so
 no annotation lives only in a writer's memory.
 
+The start's sub-second part is written at 100 µs resolution (the resolution of
+the onsets pyedflib writes), so an annotation's onset reads back exactly. It is
+written, and read, through EDFlib directly: pyedflib 0.1.42 scales it by 100
+instead of 10 (its own units are 100 ns), which writes a start ten times too
+late, drops any start of 0.1 s or more, and shifts every onset read back.
+
 :func:`read_edf` reads a file (EDF, EDF+, BDF, BDF+) whose signals share one
 rate into stream metadata, digital samples and annotations, for the recorder
 command and the tests.
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyedflib
+from pyedflib._extensions._pyedflib import set_starttime_subsecond
 
 from protocol.eeg import DIGITAL_LIMITS, ChannelMeta, StreamMeta
 
@@ -104,7 +111,7 @@ class EdfExport:
             for c in meta.channels
         ]
         self._writer.setSignalHeaders(headers)
-        self._writer.setStartdatetime(start.replace(tzinfo=None))
+        self._writer.setStartdatetime(start.replace(tzinfo=None, microsecond=0))
         if patient_code:
             self._writer.setPatientCode(_field(patient_code, 80))
         if recording:
@@ -121,6 +128,9 @@ class EdfExport:
         self.samples = 0  #: samples written so far (gaps included)
         self._annotations: list[Annotation] = []
         self._closed = False
+        # after every header setter: units of 100 ns, floored to 100 µs (see module doc)
+        if set_starttime_subsecond(self._writer.handle, start.microsecond // 100 * 1000):
+            raise ValueError(f"EDFlib refused the start's sub-second part {start.microsecond} µs")
 
     def write(self, block: npt.NDArray[np.generic]) -> None:
         """Append ``block`` (samples x channels, digital values); whole records are written."""
@@ -228,7 +238,7 @@ def read_edf(path: str | Path) -> EdfRecording:
             Annotation(float(o), max(0.0, float(d)), str(t))
             for o, d, t in zip(onsets, durations, texts, strict=True)
         ]
-        start = reader.getStartdatetime()
+        start = reader.getStartdatetime().replace(microsecond=reader.starttime_subsecond // 10)
         meta = StreamMeta(rate=rate, format=fmt, channels=channels, device="edf-file")
         return EdfRecording(meta, samples.astype(dtype), annotations, start)
     finally:
