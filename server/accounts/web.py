@@ -56,6 +56,8 @@ PATH_PARAM = re.compile(r"^[a-z]-[0-9a-f]{1,38}$")
 MAX_BODY_BYTES = 65536  # larger request bodies: 413 payload_too_large, never buffered
 #: Seconds a client is told to wait when the database pool had no connection to give.
 POOL_RETRY_AFTER_S = 2
+#: Every API answer: never cached by a browser or a proxy.
+NO_STORE = {"cache-control": "no-store"}
 
 
 @dataclass
@@ -263,9 +265,11 @@ class Shell:
                 )
                 return error_response(ApiError("internal"))
             response = Response(
-                msgspec.json.encode(reply), status_code=ep.status, media_type="application/json"
+                msgspec.json.encode(reply),
+                status_code=ep.status,
+                headers=NO_STORE,
+                media_type="application/json",
             )
-            response.headers["cache-control"] = "no-store"
             for name, value in ctx.headers:
                 response.headers.append(name, value)
             return response

@@ -35,7 +35,7 @@ def test_request_and_login_lines_carry_no_personal_data(tmp_path: Path) -> None:
             assert listed.status_code == 401
             assert http.get("/healthz").status_code == 200
             assert http.get(f"/nowhere/{EMAIL}").status_code == 404
-        child.err.wait_for('"route": "/healthz"', 10)
+        child.err.wait_for('"/healthz"', 10)  # the health check's request line
         child.proc.send_signal(signal.SIGTERM)
         assert child.wait(30) == 0
     finally:
