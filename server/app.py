@@ -138,7 +138,11 @@ def build_components(
     route what it declares.
     """
     settings = ensure_secrets(settings)
-    database = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
+    database = Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        sqlite_wal_max_bytes=settings.sqlite_wal_max_bytes,
+    )
     broker = create_broker(settings)
     audit = AuditTrail.from_settings(settings, database)
     metrics = Metrics()

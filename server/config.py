@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "MEDHUB_"
 #: Smallest ``eeg_publish_queue_bytes`` accepted: a few frames.
 EEG_PUBLISH_QUEUE_MIN_BYTES = 65536
+#: Smallest ``sqlite_wal_max_bytes`` accepted (1 MiB: a restart every few commits costs more).
+SQLITE_WAL_MIN_BYTES = 1024 * 1024
+#: Default ``sqlite_wal_max_bytes`` (32 MiB: about 1.5 s of chat at 2,000 msg/s).
+SQLITE_WAL_MAX_BYTES = 32 * 1024 * 1024
 #: Days audit entries are kept at least, whatever the settings (HDS: one year).
 MIN_RETENTION_DAYS = 366
 SECRET_FIELDS = ("secret_at_rest_key", "secret_totp_key", "secret_turn", "secret_audit_key")
@@ -69,6 +73,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # -- stores and broker -------------------------------------------------
     database_url: str = ""
     db_pool_size: int = 5
+    sqlite_wal_max_bytes: int = SQLITE_WAL_MAX_BYTES
     broker: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -219,6 +224,10 @@ FIELD_DOCS: dict[str, str] = {
     "(http://127.0.0.1:PORT, http://localhost:PORT, http://HOST:PORT)",
     "database_url": "SQLAlchemy async URL (default: SQLite in data_dir)",
     "db_pool_size": "database connections per process (connections)",
+    "sqlite_wal_max_bytes": "SQLite only: once the write-ahead log passes this size (bytes) "
+    "the background checkpoint restarts it (writers wait for the copy of its last frames); "
+    "under writes that never pause it would otherwise grow without end, and every read "
+    "with it (chat at 2,000 msg/s: p50 9.5 ms, climbing, unbounded; 6.4 ms bounded)",
     "broker": "memory | redis",
     "redis_url": "Redis URL when broker = redis",
     "ws_handshake_timeout_s": "seconds a new socket has to send its hello; then close 4001",
@@ -424,6 +433,8 @@ def _check_ranges(s: Settings) -> None:
         raise ConfigError("access_poll_interval_s must be > 0 and auth_cache_ttl_s >= 0")
     if s.gc_thresholds and (len(s.gc_thresholds) != 3 or min(s.gc_thresholds) < 1):
         raise ConfigError("gc_thresholds must be empty or three integers >= 1")
+    if s.sqlite_wal_max_bytes < SQLITE_WAL_MIN_BYTES:
+        raise ConfigError(f"sqlite_wal_max_bytes must be at least {SQLITE_WAL_MIN_BYTES}")
     if s.broker not in ("memory", "redis"):
         raise ConfigError(f"broker must be memory or redis (got {s.broker!r})")
     if s.ws_max_frame_bytes > s.ws_hard_max_frame_bytes:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server.config import SQLITE_WAL_MAX_BYTES
 from server.store import engines
 
 log = logging.getLogger(__name__)
@@ -58,14 +60,24 @@ class Database:
     their asyncio drivers. ``pool_size`` is the number of pooled connections
     (ignored for an in-memory SQLite database). ``sqlite_busy_timeout_ms`` is
     how long a SQLite writer waits for the lock held by another writer
-    (milliseconds) before failing with ``database is locked``.
+    (milliseconds) before failing with ``database is locked``;
+    ``sqlite_wal_max_bytes`` the size past which the write-ahead log is
+    restarted (see :class:`_Checkpointer`).
 
     Raises :class:`server.store.engines.UnsupportedDatabaseError` for another
     backend.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 5, sqlite_busy_timeout_ms: int = 5000):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        sqlite_busy_timeout_ms: int = 5000,
+        sqlite_wal_max_bytes: int = SQLITE_WAL_MAX_BYTES,
+    ):
         self._url = engines.normalise_url(url)
+        self._wal_max_bytes = sqlite_wal_max_bytes
         self._dialect = engines.dialect_of(self._url)
         self._pool_size = pool_size
         self._busy_timeout_ms = sqlite_busy_timeout_ms
@@ -124,7 +136,9 @@ class Database:
                 readers, thread_name_prefix="db-reader", initializer=_os_thread_name,
                 initargs=("db-reader",),
             )  # fmt: skip
-            self._checkpointer = _Checkpointer(str(self._url.database), self._busy_timeout_ms)
+            self._checkpointer = _Checkpointer(
+                str(self._url.database), self._busy_timeout_ms, self._wal_max_bytes
+            )
 
     async def close(self) -> None:
         """Dispose of the pools and threads (idempotent). Transactions must be finished first."""
@@ -295,13 +309,22 @@ class _Checkpointer:
     commit waits for the copy and its fsync. This thread runs a PASSIVE
     checkpoint (it never blocks readers or the writer) at most every
     :data:`CHECKPOINT_EVERY_S` seconds after a write.
+
+    A PASSIVE checkpoint never lets the log start over while writes go on
+    (new frames always follow the ones it copied), so under writes that never
+    pause the log grows without end, and every read slows with it (SQLite looks
+    a page up in the log's index, segment after segment). When the log passes
+    ``wal_max_bytes``, the thread runs a RESTART checkpoint: writers wait while
+    it copies the few frames the PASSIVE one left and the readers move to the
+    database file; the next commit then writes from the log's start.
     """
 
-    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int, wal_max_bytes: int) -> None:
         self.written = threading.Event()
         self._stop = threading.Event()
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
+        self._wal_max_bytes = wal_max_bytes
         self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
         self._thread.start()
 
@@ -317,6 +340,8 @@ class _Checkpointer:
                     conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    if _size(self._path + "-wal") > self._wal_max_bytes:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
                 except sqlite3.Error as exc:
                     log.warning("wal checkpoint failed", extra={"error": type(exc).__name__})
                 self._stop.wait(CHECKPOINT_EVERY_S)
@@ -333,3 +358,11 @@ class _Checkpointer:
 
 #: Seconds between two background WAL checkpoints while writes go on.
 CHECKPOINT_EVERY_S = 0.5
+
+
+def _size(path: str) -> int:
+    """The size of a file in bytes; 0 when it does not exist."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

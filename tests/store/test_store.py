@@ -219,3 +219,40 @@ async def test_prepared_statements_and_multi_row_inserts_on_both_backends(db_url
             readonly=True,
         )
     assert tags == [r[1] for r in rows]  # every value in its column, in order
+
+
+async def test_sqlite_wal_stays_bounded_under_writes_that_never_pause(tmp_path: Path) -> None:
+    """Commits every few milliseconds for seconds (about 10 MB/s): the write-ahead log is
+    restarted near its bound instead of growing with everything written (a PASSIVE
+    checkpoint alone never lets it start over while writes go on)."""
+    path = tmp_path / "medhub.db"
+    bound = 1024 * 1024
+    async with Database(f"sqlite:///{path}", sqlite_wal_max_bytes=bound) as db:
+        await db.run(
+            lambda c: c.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)"))
+        )
+        rows = [{"b": bytes(16384)}] * 4
+        written, largest = 0, 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 4.0
+        while loop.time() < deadline:
+            await db.run(lambda c: c.execute(sa.text("INSERT INTO t (b) VALUES (:b)"), rows))
+            written += 4 * 16384
+            largest = max(largest, (tmp_path / "medhub.db-wal").stat().st_size)
+            await asyncio.sleep(0.005)
+        async with db.begin(readonly=True) as conn:
+            count = (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar()
+    assert count * 16384 == written  # every commit kept
+    assert written > 16 * bound
+    # the bound plus what one checkpoint interval (0.5 s) adds: far below all that was written
+    assert largest < written / 3, (largest, written)
+
+
+def test_sqlite_wal_bound_is_a_setting_with_a_floor() -> None:
+    from server.config import ConfigError, load_settings
+
+    assert load_settings(environ={}).sqlite_wal_max_bytes == 32 * 1024 * 1024
+    env = {"MEDHUB_SQLITE_WAL_MAX_BYTES": str(8 * 1024 * 1024)}
+    assert load_settings(environ=env).sqlite_wal_max_bytes == 8 * 1024 * 1024
+    with pytest.raises(ConfigError, match="sqlite_wal_max_bytes"):
+        load_settings(environ={"MEDHUB_SQLITE_WAL_MAX_BYTES": "4096"})
