@@ -221,7 +221,9 @@ def render(runs: list[Run], notes: list[str], mode: Mode, duration: float, histo
         f"latency: each receiver decodes every `event` and takes arrival - intended send time"
         f" (carried in `client_msg_id`; CLOCK_MONOTONIC is shared by the processes). Messages"
         f" due in the first {WARMUP_S:g} s are not measured; then {duration:g} s. p99 climbs"
-        f" when the last third's is above {CLIMB_RATIO}x the first third's (and 2 ms more).",
+        f" when the last third's is above {CLIMB_RATIO}x the first third's (and 2 ms more);"
+        " the target fails when it climbs in most rounds (the median round), the relay's"
+        " count beside it shows how often this machine alone makes a run climb.",
         "CPU: server process (all threads) over the measured part, per delivery; client CPU is"
         " both client processes' (senders and receivers) per delivery.",
         LOOP_METHOD,
@@ -246,12 +248,15 @@ def render(runs: list[Run], notes: list[str], mode: Mode, duration: float, histo
         p50, p99 = median([r.p50 for r in hub]), median([r.p99 for r in hub])
         complete = all(r.received == r.expected and not r.errors for r in hub)
         ok = p99 <= p99_target and complete and (p50_target is None or p50 <= p50_target)
-        climb = any(r.climbs for r in hub)
+        # like every target, judged on the median round: climbing in most rounds
+        climbing = sum(r.climbs for r in hub)
+        climb = 2 * climbing > len(hub)
         what = f"p50 **{p50:.1f} ms** (target <= {p50_target:g}), " if p50_target else ""
         out.append(
             f"- {rate:,.0f} msg/s: hub {what}p99 **{p99:.1f} ms** (target <= {p99_target:g};"
             f" rounds {spread([r.p99 for r in hub])}), every message delivered and no send"
-            f" error: {complete}; p99 climbs: {climb}: "
+            f" error: {complete}; p99 climbs in {climbing} of {len(hub)} rounds (relay:"
+            f" {sum(r.climbs for r in relay)} of {len(relay)}), in most: {climb}: "
             f"{verdict(ok and (rate < 2_000 or not climb))}. Relay p50 / p99:"
             f" {median([r.p50 for r in relay]):.1f} / {median([r.p99 for r in relay]):.1f} ms."
         )
