@@ -48,6 +48,7 @@ from server.audit.source import ProxyWarning, client_address
 from server.broker.base import Broker
 from server.config import Settings
 from server.facts import AccountsFacts
+from server.routing import IndexedRouter
 from server.security.at_rest import index_key, settings_blind_index, settings_keyring
 from server.security.keys import aead_keyring
 from server.store.db import Database
@@ -101,7 +102,9 @@ class Accounts:
             return error_response(ApiError(code))
 
         routes = [Route("/openapi.json", openapi), *raw, *build_routes(self.shell, endpoints)]
-        return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+        app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+        app.router = IndexedRouter(routes)  # same answers, static paths by one lookup
+        return app
 
     async def start(self, hub: SocketCloser | None, supervisor: Supervisor | None = None) -> None:
         """Watch the access change log (closing ``hub``'s sockets) and subscribe to notices.
