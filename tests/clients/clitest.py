@@ -132,8 +132,13 @@ class Prompted:
         async def enough() -> str:
             while "".join(self.out).count(marker) < count:
                 chunk = await self.child.stdout.read(4096)  # type: ignore[union-attr]
-                if not chunk:
-                    raise AssertionError(f"stdout ended before {marker!r}: {''.join(self.out)}")
+                if not chunk:  # the command ended: say how, with what it wrote to stderr
+                    err = await self.child.stderr.read()  # type: ignore[union-attr]
+                    code = await self.child.wait()
+                    raise AssertionError(
+                        f"stdout ended before {marker!r} (exit {code}): {''.join(self.out)}\n"
+                        f"stderr: {err.decode(errors='replace')}"
+                    )
                 self.out.append(chunk.decode())
             return "".join(self.out)
 
