@@ -33,8 +33,15 @@ _CHUNK = 500
 
 
 def new_token() -> str:
-    """A fresh session (or ticket) token: 256 random bits, URL-safe base64."""
-    return secrets.token_urlsafe(32)
+    """A fresh session, ticket or one-time code: 256 random bits, URL-safe base64.
+
+    Never starts with ``-``: invitation and recovery codes are typed on command
+    lines (``medhub-chat enrol CODE``), where one starting with ``-`` reads as an
+    option (1 code in 64 did).
+    """
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
 
 
 def token_hash(token: str) -> bytes:

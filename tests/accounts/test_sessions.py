@@ -219,3 +219,13 @@ async def test_expired_guest_is_refused_by_ticket_as_by_token(env: Env, org_id: 
             assert refused.value.code == ErrorCode.AUTH_FAILED, auth.method
         r = await http.get("/session", headers=bearer(guest.token))
         assert r.status_code == 401
+
+
+def test_codes_never_start_with_a_dash_so_a_command_line_takes_them() -> None:
+    """`medhub-chat enrol CODE` with a code starting with '-' was an argparse usage error."""
+    from server.accounts.sessions import new_token
+
+    tokens = {new_token() for _ in range(5000)}  # 1 in 64 started with '-' before
+    assert len(tokens) == 5000
+    assert not [t for t in tokens if t.startswith("-")]
+    assert all(len(t) == 43 for t in tokens)  # still 256 bits, URL-safe base64
