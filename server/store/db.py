@@ -136,9 +136,7 @@ class Database:
                 readers, thread_name_prefix="db-reader", initializer=_os_thread_name,
                 initargs=("db-reader",),
             )  # fmt: skip
-            self._checkpointer = _Checkpointer(
-                str(self._url.database), self._busy_timeout_ms, self._wal_max_bytes
-            )
+            self._checkpointer = _Checkpointer(str(self._url.database), self._wal_max_bytes)
 
     async def close(self) -> None:
         """Dispose of the pools and threads (idempotent). Transactions must be finished first."""
@@ -316,14 +314,18 @@ class _Checkpointer:
     a page up in the log's index, segment after segment). When the log passes
     ``wal_max_bytes``, the thread runs a RESTART checkpoint: writers wait while
     it copies the few frames the PASSIVE one left and the readers move to the
-    database file; the next commit then writes from the log's start.
+    database file; the next commit then writes from the log's start. A RESTART
+    blocks new writers while it waits for readers, so it waits at most
+    :data:`RESTART_WAIT_MS` (its connection's busy timeout; a PASSIVE checkpoint
+    never waits): behind a reader holding an old snapshot (an export, a backup)
+    it gives up and tries again after the next write, instead of holding every
+    commit for the database's busy timeout and failing it.
     """
 
-    def __init__(self, path: str, busy_timeout_ms: int, wal_max_bytes: int) -> None:
+    def __init__(self, path: str, wal_max_bytes: int) -> None:
         self.written = threading.Event()
         self._stop = threading.Event()
         self._path = path
-        self._busy_timeout_ms = busy_timeout_ms
         self._wal_max_bytes = wal_max_bytes
         self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
         self._thread.start()
@@ -337,7 +339,7 @@ class _Checkpointer:
                 self.written.clear()
                 if conn is None:
                     conn = sqlite3.connect(self._path, check_same_thread=False)
-                    conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+                    conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     if _size(self._path + "-wal") > self._wal_max_bytes:
@@ -358,6 +360,9 @@ class _Checkpointer:
 
 #: Seconds between two background WAL checkpoints while writes go on.
 CHECKPOINT_EVERY_S = 0.5
+#: Milliseconds a RESTART checkpoint waits for the writer and readers, new writers
+#: held meanwhile (see :class:`_Checkpointer`); then it gives up until the next round.
+RESTART_WAIT_MS = 100
 
 
 def _size(path: str) -> int:
