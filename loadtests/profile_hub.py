@@ -22,21 +22,19 @@ from loadtests.common import hub_args
 from loadtests.servers import ServerProcess, cpu_seconds, running
 
 
-async def _spy(server: ServerProcess, out: str | None, seconds: float) -> asyncio.Task[None] | None:
+async def _spy(
+    server: ServerProcess, out: str | None, seconds: float
+) -> asyncio.subprocess.Process | None:
+    """py-spy recording ``server`` for ``seconds`` into ``out`` (None without ``out``)."""
     if out is None:
         return None
     exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if exe is None:
         raise SystemExit("py-spy is not installed (pip install py-spy)")
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         exe, "record", "-p", str(server.pid), "-r", "100", "-d", str(int(seconds)),
         "--threads", "--format", "raw", "-o", out,
     )  # fmt: skip
-
-    async def wait() -> None:
-        await proc.wait()
-
-    return asyncio.create_task(wait())
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -51,7 +49,8 @@ async def main(args: argparse.Namespace) -> None:
         if args.load == "rest":
             cpu0 = cpu_seconds(server.pid)
             result = await bench_rest._client(server, args.endpoint, args.rate, args.duration, work)
-            per = (cpu_seconds(server.pid) - cpu0) / (args.rate * (args.duration + 1)) * 1e6
+            offered = args.rate * (args.duration + bench_rest.WARMUP_S)
+            per = (cpu_seconds(server.pid) - cpu0) / offered * 1e6
             print(f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors "
                   f"{result['errors']}, hub CPU {per:.0f} µs per request")  # fmt: skip
         else:
@@ -59,7 +58,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"{churn.rate:.0f} sockets/s, hub CPU {churn.server_us():.0f} µs per socket, "
                   f"errors {churn.errors}")  # fmt: skip
         if spy is not None:
-            await spy
+            await spy.wait()
     for note in notes:
         print(note)
     shutil.rmtree(work, ignore_errors=True)
